@@ -1,0 +1,104 @@
+/*
+ * common/internal.h - helpers shared by every module of the library.
+ * Not installed; not part of the API.
+ */
+#ifndef CKL_COMMON_INTERNAL_H
+#define CKL_COMMON_INTERNAL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "chunklock/common.h"
+#include "chunklock/error.h"
+#include "chunklock/failpoint.h"
+#include "chunklock/log.h"
+
+#define CKL__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define CKL__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define CKL__LIKELY(x) __builtin_expect(!!(x), 1)
+
+/* ---- failpoint sites ---------------------------------------------------
+ * CKL_FAILPOINT("name") evaluates to 0 (continue) or a negative error code
+ * the site must return. When nothing is armed it is one relaxed load.
+ * Every name must be listed in common/failpoints.def. */
+extern atomic_int ckl__failpoints_armed;
+int ckl__failpoint_hit(const char *name);
+#define CKL_FAILPOINT(name)                                                    \
+  (CKL__UNLIKELY(atomic_load_explicit(&ckl__failpoints_armed,                  \
+                                      memory_order_relaxed) != 0)              \
+       ? ckl__failpoint_hit(name)                                              \
+       : 0)
+
+/* ---- logging ------------------------------------------------------------ */
+extern atomic_int ckl__log_max_level; /* -1 when no callback is set */
+void ckl__log_impl(ckl_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define ckl__log(level, ...)                                                   \
+  do {                                                                         \
+    if ((int)(level) <=                                                        \
+        atomic_load_explicit(&ckl__log_max_level, memory_order_relaxed))       \
+      ckl__log_impl((level), __VA_ARGS__);                                     \
+  } while (0)
+#define ckl__log_error(...) ckl__log(CKL_LOG_ERROR, __VA_ARGS__)
+#define ckl__log_warn(...) ckl__log(CKL_LOG_WARN, __VA_ARGS__)
+#define ckl__log_info(...) ckl__log(CKL_LOG_INFO, __VA_ARGS__)
+#define ckl__log_debug(...) ckl__log(CKL_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- clocks --------------------------------------------------------------
+ * Wall clock for timestamps humans and other hosts read (roster, status);
+ * monotonic for deadlines; boottime for leases (counts suspend). */
+int64_t ckl__now_realtime_ns(void);
+int64_t ckl__now_monotonic_ns(void);
+int64_t ckl__now_boottime_ns(void);
+/* Sleep ms milliseconds, restarting on EINTR. */
+void ckl__sleep_ms(int64_t ms);
+/* Format a wall-clock ns time as RFC 3339 UTC ("2026-11-21T15:07:43Z"). */
+void ckl__format_time(int64_t realtime_ns, char *buf, size_t len);
+
+/* ---- identity ------------------------------------------------------------ */
+/* 128 random bits as 32 lowercase hex chars + NUL. 0 or -errno. */
+int ckl__random_token(char out[CKL_TOKEN_HEX_LEN + 1]);
+/* Uniform random 64-bit value (getrandom; for jitter, not secrets). */
+uint64_t ckl__random_u64(void);
+int64_t ckl__gettid(void);
+/* Cached host name (never fails; "unknown" if gethostname fails). */
+const char *ckl__hostname(void);
+
+/* ---- deadlines and backoff ------------------------------------------------
+ * A deadline made from a CKL_TRY / CKL_FOREVER / ms timeout. */
+typedef struct ckl__deadline {
+  int64_t timeout_ms;  /* as given */
+  int64_t end_ns;      /* monotonic; meaningful when timeout_ms > 0 */
+  int64_t backoff_ms;  /* next sleep, doubles up to a cap */
+} ckl__deadline;
+void ckl__deadline_init(ckl__deadline *d, int64_t timeout_ms);
+/* Sleep for the next backoff step (with jitter) if the deadline allows it.
+ * Returns true if the caller should try again, false if time is up. */
+bool ckl__deadline_backoff(ckl__deadline *d);
+
+/* ---- small string helpers --------------------------------------------------
+ * Copy src into dst of size n, always NUL-terminated; returns -ENAMETOOLONG
+ * when src did not fit (dst then holds a truncated copy). */
+int ckl__strlcpy(char *dst, const char *src, size_t n);
+/* snprintf that returns -ENAMETOOLONG on truncation, else the length. */
+int ckl__pathf(char *dst, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parse "EIO", "CKL_EBUSY" or a number into a negative code: 0 or
+ * CKL_EFAILPOINT. */
+int ckl__err_parse(const char *s, size_t len, int *out);
+
+/* Close fd preserving errno; no-op for fd < 0. */
+void ckl__close(int fd);
+
+/* Scope-guard cleanup, systemd style. */
+static inline void ckl__closep(int *fd) {
+  if (fd && *fd >= 0) ckl__close(*fd);
+}
+#define CKL__CLEANUP_CLOSE __attribute__((cleanup(ckl__closep)))
+
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every CKL_FAILPOINT("name") site must be in common/failpoints.def and
+# every catalogued name must have a site: the catalog is what users' harnesses
+# read (`chunklock failpoints`), so it must never lie.
+set -euo pipefail
+root=${1:-.}
+cd "$root"
+sites=$(grep -rhoE --exclude=internal.h 'CKL_FAILPOINT\("[^"]+"\)' common locks datastore gc tasks tools 2>/dev/null \
+        | sed -E 's/CKL_FAILPOINT\("([^"]+)"\)/\1/' | sort -u)
+catalog=$(cat common/failpoints.def */*.fp.def 2>/dev/null | grep -oE '^CKL_FP\("[^"]+"' | sed -E 's/CKL_FP\("//; s/"$//' | sort -u)
+missing=$(comm -23 <(echo "$sites") <(echo "$catalog"))
+unused=$(comm -13 <(echo "$sites") <(echo "$catalog"))
+dups=$(cat */*.fp.def 2>/dev/null | grep -oE '^CKL_FP\("[^"]+"' | sort | uniq -d)
+rc=0
+if [ -n "$missing" ]; then echo "failpoint sites missing from common/failpoints.def:"; echo "$missing"; rc=1; fi
+if [ -n "$unused" ]; then echo "catalogued failpoints with no site:"; echo "$unused"; rc=1; fi
+if [ -n "$dups" ]; then echo "duplicate catalog entries:"; echo "$dups"; rc=1; fi
+n=$(echo "$catalog" | grep -c . || true)
+[ $rc -eq 0 ] && echo "check-failpoints: $n failpoints, every site catalogued, every entry used"
+exit $rc

@@ -1,0 +1,43 @@
+/*
+ * tests/support/testutil.h - helpers for the cmocka suites.
+ *
+ * Include order in a test: the system headers cmocka needs, then this file
+ * (it includes cmocka.h itself).
+ */
+#ifndef CKL_TESTUTIL_H
+#define CKL_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <cmocka.h>
+
+#include "chunklock/chunklock.h"
+
+/* A fresh empty directory under $CKL_TEST_TMPDIR (or /tmp), unique per call.
+ * Returns a malloc'd path; the test removes it with ckl_test_rmtree. */
+char *ckl_test_mkdtemp(const char *tag);
+/* rm -rf path (no symlink following). 0 or -errno. */
+int ckl_test_rmtree(const char *path);
+/* Join into a static-per-call malloc'd string (caller frees). */
+char *ckl_test_path(const char *dir, const char *name);
+/* Write a whole file (creating, truncating); asserts success. */
+void ckl_test_write_file(const char *path, const void *data, size_t len);
+/* Read a whole file into a malloc'd NUL-terminated buffer; NULL + errno on failure. */
+char *ckl_test_read_file(const char *path, size_t *len);
+/* Count directory entries whose names start with prefix (all when NULL). */
+int ckl_test_count_entries(const char *dir, const char *prefix);
+
+/* Fork a child that runs fn(arg) and _exits with its return value.
+ * Returns the pid. */
+pid_t ckl_test_fork(int (*fn)(void *), void *arg);
+/* Wait for pid; returns its exit status, or 128+signal. */
+int ckl_test_wait(pid_t pid);
+
+/* Shared-memory region visible to forked children (MAP_SHARED|ANON). */
+void *ckl_test_shared_alloc(size_t len);
+void ckl_test_shared_free(void *p, size_t len);
+
+#endif
