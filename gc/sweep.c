@@ -1,0 +1,271 @@
+/* gc/sweep.c - the sweep protocol (see gc/sweep.h for why it is safe). */
+#include "gc/sweep.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/internal.h"
+
+#define PREFIX_COUNT 65536
+#define PREFIX_BATCH 64 /* directories a worker claims at once */
+
+typedef struct sweep_ctx {
+  const ckl__sweep_opts *opts;
+  atomic_uint next_prefix;
+  atomic_int fatal;           /* first fatal error, 0 if none */
+} sweep_ctx;
+
+typedef struct worker {
+  sweep_ctx *ctx;
+  ckl__sweep_stats stats;
+  pthread_t thread;
+} worker;
+
+static int64_t atime_ns(const struct stat *st) {
+  return (int64_t)st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec;
+}
+
+static bool is_hex64(const char *s) {
+  for (int i = 0; i < 64; i++) {
+    char c = s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return s[64] == '\0';
+}
+
+/* "<hex>.<N>.bad" */
+static bool is_bad_name(const char *s) {
+  size_t n = strlen(s);
+  return n > 69 && s[64] == '.' && strcmp(s + n - 4, ".bad") == 0;
+}
+
+/* Remove-or-restore a file already at its trash name. `chunk` is the
+ * final name. The re-stat is the "verify" half of rename-then-verify. */
+static void judge_trash(int dfd, const char *trash, const char *chunk, const ckl__sweep_opts *o,
+                        ckl__sweep_stats *s) {
+  struct stat st;
+  if (fstatat(dfd, trash, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    s->errors++;
+    ckl__log_warn("gc sweep: cannot stat %s: %s", trash, strerror(errno));
+    return;
+  }
+  if (atime_ns(&st) < o->cutoff_ns) {
+    int rc = CKL_FAILPOINT("gc.sweep.before_unlink");
+    if (rc < 0 || unlinkat(dfd, trash, 0) != 0) {
+      s->errors++;
+      ckl__log_warn("gc sweep: cannot unlink %s: %s", trash,
+                    rc < 0 ? ckl_strerror(rc) : strerror(errno));
+      return;
+    }
+    s->removed_chunks++;
+    s->removed_bytes += (uint64_t)st.st_size;
+    return;
+  }
+  /* Touched inside the window: it is live. Put it back unless a writer
+   * already rewrote the chunk (it got ENOENT on its touch); then the copy
+   * at the trash name is a duplicate. */
+  if (renameat2(dfd, trash, dfd, chunk, RENAME_NOREPLACE) == 0) {
+    s->restored++;
+  } else if (errno == EEXIST) {
+    if (unlinkat(dfd, trash, 0) != 0) s->errors++;
+    s->rewritten++;
+  } else {
+    s->errors++;
+    ckl__log_error("gc sweep: cannot restore %s to %s: %s", trash, chunk, strerror(errno));
+  }
+}
+
+static void sweep_chunk(int dfd, const char *name, const struct stat *st,
+                        const ckl__sweep_opts *o, ckl__sweep_stats *s) {
+  int64_t at = atime_ns(st);
+  s->disk_chunks++;
+  s->disk_bytes += (uint64_t)st->st_size;
+  if (at >= o->cutoff_ns) {
+    if (at < o->pending_below_ns) {
+      s->pending_chunks++;
+      s->pending_bytes += (uint64_t)st->st_size;
+    }
+    return;
+  }
+  if (o->dry_run) {
+    s->removed_chunks++;
+    s->removed_bytes += (uint64_t)st->st_size;
+    return;
+  }
+  char trash[80];
+  snprintf(trash, sizeof trash, ".gc-%s", name);
+  int rc = CKL_FAILPOINT("gc.sweep.before_rename");
+  if (rc < 0) {
+    s->errors++;
+    return;
+  }
+  /* RENAME_NOREPLACE: a leftover .gc-<hex> from a crashed GC is judged on
+   * its own when the walk reaches it; never clobber it here. */
+  if (renameat2(dfd, name, dfd, trash, RENAME_NOREPLACE) != 0) {
+    if (errno == ENOENT) return; /* removed or renamed by someone else: nothing to do */
+    if (errno == EEXIST) return; /* leftover trash copy exists: next pass / next GC */
+    s->errors++;
+    ckl__log_warn("gc sweep: cannot rename %s: %s", name, strerror(errno));
+    return;
+  }
+  rc = CKL_FAILPOINT("gc.sweep.after_rename");
+  (void)rc; /* an error here still must put the chunk back or judge it */
+  judge_trash(dfd, trash, name, o, s);
+}
+
+static void sweep_leftover(int dfd, const char *name, const ckl__sweep_opts *o,
+                           ckl__sweep_stats *s) {
+  /* ".gc-<hex>": a crashed GC's rename window. Judge it like a chunk. */
+  s->leftovers++;
+  if (o->dry_run) return;
+  judge_trash(dfd, name, name + 4, o, s);
+}
+
+static int sweep_prefix(worker *w, unsigned prefix) {
+  const ckl__sweep_opts *o = w->ctx->opts;
+  ckl__sweep_stats *s = &w->stats;
+  char pname[8];
+  snprintf(pname, sizeof pname, "%04x", prefix);
+  int dfd = openat(o->chunks_dirfd, pname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    if (errno == ENOENT) return 0;
+    int err = -errno;
+    ckl__log_error("gc sweep: cannot open chunk directory .chunks/%s: %s", pname, strerror(errno));
+    return err;
+  }
+  /* Read the whole directory first, then act: our own renames add
+   * ".gc-<hex>" entries that readdir could return later in the same walk,
+   * and only files that existed before the walk are leftovers of a crashed
+   * GC. Prefix directories are small (chunks / 65,536). */
+  int rfd = dup(dfd);
+  DIR *d = rfd >= 0 ? fdopendir(rfd) : NULL;
+  if (!d) {
+    int err = -errno;
+    ckl__close(rfd);
+    ckl__close(dfd);
+    return err;
+  }
+  char *names = NULL;
+  size_t used = 0, cap = 0;
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(d)) != NULL) {
+    const char *n = e->d_name;
+    if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) continue;
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) {
+      ckl__log_warn("gc sweep: ignoring non-file .chunks/%s/%s", pname, n);
+      continue;
+    }
+    size_t len = strlen(n) + 1;
+    if (used + len > cap) {
+      size_t ncap = cap ? cap * 2 : 4096;
+      while (ncap < used + len) ncap *= 2;
+      char *nn = realloc(names, ncap);
+      if (!nn) {
+        rc = -ENOMEM;
+        break;
+      }
+      names = nn;
+      cap = ncap;
+    }
+    memcpy(names + used, n, len);
+    used += len;
+  }
+  closedir(d);
+  for (size_t off = 0; rc == 0 && off < used; off += strlen(names + off) + 1) {
+    const char *n = names + off;
+    struct stat st;
+    if (fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) s->errors++;
+      continue;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ckl__log_warn("gc sweep: ignoring non-file .chunks/%s/%s", pname, n);
+      continue;
+    }
+    if (is_hex64(n)) {
+      sweep_chunk(dfd, n, &st, o, s);
+    } else if (strncmp(n, ".gc-", 4) == 0 && is_hex64(n + 4)) {
+      sweep_leftover(dfd, n, o, s);
+    } else if (strncmp(n, ".tmp-", 5) == 0) {
+      int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+      if (mt < o->cutoff_ns && !o->dry_run && unlinkat(dfd, n, 0) == 0) s->temps_removed++;
+    } else if (is_bad_name(n)) {
+      s->bad_chunks++;
+      s->bad_bytes += (uint64_t)st.st_size;
+    } else {
+      ckl__log_debug("gc sweep: ignoring unknown file .chunks/%s/%s", pname, n);
+    }
+  }
+  free(names);
+  ckl__close(dfd);
+  return rc;
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  sweep_ctx *ctx = w->ctx;
+  for (;;) {
+    if (atomic_load(&ctx->fatal) != 0) break;
+    if (ctx->opts->cancel && atomic_load(ctx->opts->cancel)) {
+      int zero = 0;
+      atomic_compare_exchange_strong(&ctx->fatal, &zero, CKL_ECANCELED);
+      break;
+    }
+    unsigned start = atomic_fetch_add(&ctx->next_prefix, PREFIX_BATCH);
+    if (start >= PREFIX_COUNT) break;
+    for (unsigned p = start; p < start + PREFIX_BATCH && p < PREFIX_COUNT; p++) {
+      int rc = sweep_prefix(w, p);
+      if (rc < 0) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&ctx->fatal, &zero, rc);
+        return NULL;
+      }
+    }
+  }
+  return NULL;
+}
+
+static void add_stats(ckl__sweep_stats *a, const ckl__sweep_stats *b) {
+  a->disk_chunks += b->disk_chunks;
+  a->disk_bytes += b->disk_bytes;
+  a->removed_chunks += b->removed_chunks;
+  a->removed_bytes += b->removed_bytes;
+  a->pending_chunks += b->pending_chunks;
+  a->pending_bytes += b->pending_bytes;
+  a->bad_chunks += b->bad_chunks;
+  a->bad_bytes += b->bad_bytes;
+  a->restored += b->restored;
+  a->rewritten += b->rewritten;
+  a->temps_removed += b->temps_removed;
+  a->leftovers += b->leftovers;
+  a->errors += b->errors;
+}
+
+int ckl__sweep(const ckl__sweep_opts *opts, ckl__sweep_stats *stats) {
+  sweep_ctx ctx = {.opts = opts};
+  atomic_init(&ctx.next_prefix, 0);
+  atomic_init(&ctx.fatal, 0);
+  int n = opts->threads > 0 ? opts->threads : 2;
+  if (n > 16) n = 16;
+  worker *ws = calloc((size_t)n, sizeof *ws);
+  if (!ws) return -ENOMEM;
+  int started = 0;
+  for (int i = 0; i < n; i++) {
+    ws[i].ctx = &ctx;
+    /* Worker 0 is this thread; the rest are helpers. */
+    if (i > 0 && pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) break;
+    started = i + 1;
+  }
+  worker_main(&ws[0]);
+  for (int i = 1; i < started; i++) pthread_join(ws[i].thread, NULL);
+  memset(stats, 0, sizeof *stats);
+  for (int i = 0; i < started; i++) add_stats(stats, &ws[i].stats);
+  free(ws);
+  return atomic_load(&ctx.fatal);
+}
