@@ -394,6 +394,12 @@ int ckl_atomic_replace(const char *target, const void *buf, size_t len, mode_t m
 
 /* ---- cleanup ---------------------------------------------------------------- */
 
+/* 1 to go on removing, or the code the failpoint injects. */
+static int cleanup_failpoint(void) {
+  int rc = CKL_FAILPOINT("atomic.cleanup_locked");
+  return rc < 0 ? rc : 1;
+}
+
 /* 1 if the temp file `name` was abandoned and is now removed, 0 if it is
  * live (or gone, or not ours to judge), -errno on error. */
 static int clean_file(int dfd, const char *name) {
@@ -417,6 +423,7 @@ static int clean_file(int dfd, const char *name) {
     /* Held: no writer has it, and a writer that locks after us will see
      * the file unlinked and move on. Verify we locked what the name is. */
     rc = ckl__atomic_same_entry(dfd, name, fd);
+    if (rc == 1) rc = cleanup_failpoint();
     if (rc == 1 && unlinkat(dfd, name, 0) != 0) rc = errno == ENOENT ? 0 : -errno;
   }
   ckl__close(fd);
@@ -441,6 +448,7 @@ static int clean_dir(int dfd, const char *name) {
     rc = errno == EWOULDBLOCK ? 0 : -errno;
   } else {
     rc = ckl__atomic_same_entry(dfd, name, fd);
+    if (rc == 1) rc = cleanup_failpoint();
     if (rc == 1) {
       owner_rwx(fd);
       int r = ckl__atomic_rm_contents(fd);
