@@ -180,7 +180,10 @@ static int rm_contents(int dirfd, int depth) {
   return rc;
 }
 
-int ckl__atomic_rm_contents(int dirfd) { return rm_contents(dirfd, 0); }
+int ckl__atomic_rm_contents(int dirfd) {
+  owner_rwx(dirfd);
+  return rm_contents(dirfd, 0);
+}
 
 int ckl__atomic_rmtree_at(int dirfd, const char *name) { return rm_entry(dirfd, name, 0); }
 
@@ -450,7 +453,6 @@ static int clean_dir(int dfd, const char *name) {
     rc = ckl__atomic_same_entry(dfd, name, fd);
     if (rc == 1) rc = cleanup_failpoint();
     if (rc == 1) {
-      owner_rwx(fd);
       int r = ckl__atomic_rm_contents(fd);
       if (r < 0) rc = r;
       else if (unlinkat(dfd, name, AT_REMOVEDIR) != 0) rc = errno == ENOENT ? 0 : -errno;

@@ -41,7 +41,8 @@ int ckl__atomic_fsync_dir(int fd);
  * first). 0 or -errno. */
 int ckl__atomic_rmtree_at(int dirfd, const char *name);
 
-/* Remove everything inside the open directory dirfd (not dirfd itself). */
+/* Remove everything inside the open directory dirfd (not dirfd itself),
+ * first giving its owner rwx on it if it lacks them (a 0555 tree). */
 int ckl__atomic_rm_contents(int dirfd);
 
 #endif

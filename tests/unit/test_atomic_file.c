@@ -525,6 +525,7 @@ typedef struct child_arg {
   const char *fp;     /* failpoint the child arms */
   const char *action;
   int dir;            /* replace a directory instead of a file */
+  mode_t mode;        /* of the new file; 0644 when 0 */
 } child_arg;
 
 static int replace_child(void *p) {
@@ -540,7 +541,7 @@ static int replace_child(void *p) {
     close(fd);
     return ckl_atomic_dir_commit(&ad) == 0 ? 0 : 13;
   }
-  return ckl_atomic_replace(a->target, "new", 3, 0644, 0) == 0 ? 0 : 14;
+  return ckl_atomic_replace(a->target, "new", 3, a->mode ? a->mode : 0644, 0) == 0 ? 0 : 14;
 }
 
 static void test_cleanup_live_in_process(void **state) {
@@ -637,6 +638,30 @@ static void test_cleanup_crashed_children(void **state) {
   free(f);
   free(g);
   free(d);
+}
+
+/* Temps whose mode denies the owner writing (0444) or reading (0200) are
+ * still judged and removed: cleanup asks for a read lock through a
+ * read-only fd, or a write lock through a write-only one. (Only matters
+ * when not root, where the permission checks apply.) */
+static void test_cleanup_restrictive_modes(void **state) {
+  (void)state;
+  char *f = ckl_test_path(tmpdir, "f");
+  child_arg ro = {.target = f, .fp = "atomic.after_write", .action = "crash", .mode = 0444};
+  child_arg wo = {.target = f, .fp = "atomic.after_write", .action = "crash", .mode = 0200};
+  assert_int_equal(ckl_test_wait(ckl_test_fork(replace_child, &ro)), CKL_FAILPOINT_CRASH_STATUS);
+  assert_int_equal(ckl_test_wait(ckl_test_fork(replace_child, &wo)), CKL_FAILPOINT_CRASH_STATUS);
+  assert_int_equal(count_hidden(tmpdir), 2);
+  /* and a live one of each mode stays */
+  ckl_atomic_file a = {0}, b = {0};
+  assert_int_equal(ckl_atomic_begin(&a, f, 0444, 0), 0);
+  assert_int_equal(ckl_atomic_begin(&b, f, 0200, 0), 0);
+  assert_int_equal(ckl_atomic_cleanup(tmpdir), 2);
+  assert_int_equal(count_all(tmpdir), 2);
+  ckl_atomic_rollback(&a);
+  ckl_atomic_rollback(&b);
+  assert_int_equal(count_all(tmpdir), 0);
+  free(f);
 }
 
 /* ---- concurrent replacers in processes --------------------------------------- */
@@ -751,6 +776,7 @@ int main(void) {
       T(test_cleanup_live_in_process),
       T(test_cleanup_live_child),
       T(test_cleanup_crashed_children),
+      T(test_cleanup_restrictive_modes),
       T(test_concurrent_processes),
 #undef T
   };
