@@ -293,10 +293,10 @@ int ckl_atomic_begin(ckl_atomic_file *af, const char *target, mode_t mode, unsig
 int ckl_atomic_fd(const ckl_atomic_file *af) { return af && af->active ? af->fd : -1; }
 
 int ckl_atomic_write(ckl_atomic_file *af, const void *buf, size_t len) {
-  if (!af || !af->active || (!buf && len > 0)) return -EINVAL;
+  if (!af || !af->active) return -EINVAL;
   const char *p = buf;
-  int rc = 0;
-  while (len > 0) {
+  int rc = !buf && len > 0 ? -EINVAL : 0;
+  while (rc == 0 && len > 0) {
     /* One write may move less than asked (a signal, a huge len): go on
      * from where it stopped. */
     size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : len;
