@@ -105,6 +105,8 @@ typedef struct ckl_gclock {
   int held;
   int fd;
   int64_t since_ns;
+  pid_t owner_pid;      /* process that took it: release in a fork child
+                           only closes the inherited fd */
 } ckl_gclock;
 
 /**
