@@ -241,11 +241,6 @@ int ckl__ofd_setlk(int fd, short type, off_t start, off_t len, int wait) {
   }
 }
 
-/* Consecutive "file was replaced" retries taken at once before the loop
- * starts pacing itself with the backoff (which, for CKL_TRY, means giving
- * up with CKL_EREPLACED: a TRY caller wanted an answer now, and a file that
- * keeps being replaced under it cannot give one). */
-#define REPLACED_FAST_RETRIES 8
 
 int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable) {
   ckl__deadline d;
@@ -292,7 +287,7 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
     replaced++;
     ckl__log_debug("lock file %s was replaced while being locked; retrying (%d)", rq->path,
                    replaced);
-    if (replaced > REPLACED_FAST_RETRIES && !ckl__deadline_backoff(&d)) {
+    if (replaced > CKL__REPLACED_FAST_RETRIES && !ckl__deadline_backoff(&d)) {
       if (rq->busy_holder) {
         memset(rq->busy_holder, 0, sizeof *rq->busy_holder);
         ckl__strlcpy(rq->busy_holder->target, rq->path, sizeof rq->busy_holder->target);

@@ -108,6 +108,12 @@ typedef struct ckl__range_req {
   ckl_holder *busy_holder;  /* out, optional */
 } ckl__range_req;
 
+/* Consecutive "file was replaced" retries taken at once before the loop
+ * starts pacing itself with the backoff (which, for CKL_TRY, means giving
+ * up with CKL_EREPLACED: a TRY caller wanted an answer now, and a file that
+ * keeps being replaced under it cannot give one). */
+#define CKL__REPLACED_FAST_RETRIES 8
+
 /* Returns the locked fd (>= 0) and fills *st and *writable, or CKL_EBUSY,
  * CKL_ETIMEDOUT, CKL_EREPLACED (CKL_TRY only: the file kept being replaced
  * under us), or an error of ckl__lockfile_open / fcntl. */
