@@ -28,7 +28,7 @@
 
 #include "locks/locks_internal.h"
 
-_Atomic(ckl__holder_lookup_fn) ckl__holder_lookup = NULL;
+_Atomic(ckl__holder_lookup_fn) ckl__holder_lookup; /* static storage: starts NULL */
 
 /* ---- holder records ------------------------------------------------------ */
 
