@@ -199,7 +199,9 @@ int ckl__lockfile_open(const char *path, int read_only_ok, int *writable, struct
       w = 0;
     }
     if (fd < 0) {
-      ckl__log_debug("lock file %s: open: %s", path, strerror(err));
+      /* A missing directory is often an answer (the snapshot is gone). */
+      if (err == ENOENT) ckl__log_debug("lock file %s: open: %s", path, strerror(err));
+      else ckl__log_error("lock file %s: open: %s", path, strerror(err));
       return -err;
     }
   }
