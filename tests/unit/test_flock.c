@@ -4,6 +4,8 @@
 // ctest-labels: threads
 #include "testutil.h"
 
+#include <signal.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -733,8 +735,25 @@ static void test_release_in_fork_child_is_inert(void **state) {
 
 /* ---- lock order --------------------------------------------------------------- */
 
+#ifdef CKL_DEBUG
+static int order_violation_child(void *arg) {
+  (void)arg;
+  ckl_lock_order o = {0};
+  if (ckl_lock_order_push(&o, CKL_LEVEL_SNAPSHOT) != 0) return 1;
+  (void)ckl_lock_order_push(&o, CKL_LEVEL_GROUP); /* aborts in debug builds */
+  return 2;
+}
+#endif
+
 static void test_lock_order(void **state) {
   fx *f = *state;
+#ifdef CKL_DEBUG
+  /* Debug builds turn a violation into abort(): prove that in a child.
+   * The return-code assertions below run in the release build (make test). */
+  (void)f;
+  assert_int_equal(ckl_test_wait(ckl_test_fork(order_violation_child, NULL)), 128 + SIGABRT);
+  return;
+#endif
   ckl_lock_order o = {0};
   assert_int_equal(ckl_lock_order_push(&o, CKL_LEVEL_PROCESS), 0);
   assert_int_equal(ckl_lock_order_push(&o, CKL_LEVEL_GROUP), 0);
