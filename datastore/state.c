@@ -102,9 +102,15 @@ static void env_unref(ckl__env *e) {
  * registry_get unlinks dead entries it meets. */
 static void env_mark_dead(ckl__env *e) { atomic_store(&e->dead, 1); }
 
+/* MDB_BAD_TXN belongs here: every transaction of ours is fresh and ends
+ * within one call, and every LMDB return is checked, so a transaction can
+ * only go bad when LMDB hit damage inside a call that does not report it
+ * (mdb_cursor_open loads a database's root and swallows MDB_CORRUPTED,
+ * leaving the transaction poisoned for the next call). */
 int ckl__mdb_is_damage(int rc) {
   return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
-         rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE || rc == MDB_PANIC;
+         rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE || rc == MDB_PANIC ||
+         rc == MDB_BAD_TXN;
 }
 
 int ckl__mdb_err(ckl__txn *t, int rc, const char *what) {

@@ -413,7 +413,8 @@ static int gc_end_txn(ckl__txn *t, void *arg) {
     return 0; /* nothing to abandon: the GC never began (or the state is new) */
   int rc = gc_own(t, c->token, &g);
   if (rc < 0) return rc;
-  rc = CKL_FAILPOINT(c->abort ? "state.gc_abort.before_commit" : "state.gc_end.before_commit");
+  rc = c->abort ? CKL_FAILPOINT("state.gc_abort.before_commit")
+                : CKL_FAILPOINT("state.gc_end.before_commit");
   if (rc < 0) return rc;
   if ((rc = mdb_drop(t->txn, t->e->dbi_removed, 0)))
     return ckl__mdb_err(t, rc, "clearing the removed set");
