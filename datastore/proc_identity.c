@@ -153,6 +153,9 @@ ckl__liveness ckl__pid_liveness(int64_t pid, uint64_t starttime) {
   /* A zombie has exited: it will never refresh or deregister, its parent
    * just has not waited for it yet. 'X' is the dying instant after that. */
   if (st == 'Z' || st == 'X') return CKL__PID_DEAD;
+  /* A holder that could not read its own start time recorded 0: its pid
+   * is all we can check, and it exists. */
+  if (starttime == 0) return CKL__PID_UNVERIFIED;
   if (start != starttime) return CKL__PID_DEAD; /* the pid was reused */
   return CKL__PID_ALIVE;
 }

@@ -63,7 +63,8 @@ typedef enum ckl__liveness {
 } ckl__liveness;
 
 /* Is the process (pid, starttime) of THIS host/boot/pid namespace still
- * running? Conservative: anything short of proof of death is not dead. */
+ * running? Conservative: anything short of proof of death is not dead.
+ * starttime 0 (the holder could not read its own) checks the pid only. */
 ckl__liveness ckl__pid_liveness(int64_t pid, uint64_t starttime);
 
 #endif

@@ -134,7 +134,7 @@ static int view_stale(const ckl__roster_view *v, int64_t now_ns) {
   if (view_local(v)) {
     if (v->pid == (int64_t)getpid()) {
       uint64_t mine;
-      if (ckl__self_start_time(&mine) < 0) return 0;
+      if (ckl__self_start_time(&mine) < 0 || v->pid_start == 0) return 0;
       return v->pid_start != mine; /* an earlier process that had our pid */
     }
     return ckl__pid_liveness(v->pid, v->pid_start) == CKL__PID_DEAD;

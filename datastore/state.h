@@ -78,7 +78,8 @@ int ckl__state_open(const char *store_dir, ckl__state **out);
 int ckl__state_open_opts(const char *store_dir, const ckl__state_opts *opts, ckl__state **out);
 
 /* Release a handle (NULL and inherited handles: no-op). The environment
- * closes with the last handle of the process. */
+ * closes with the last handle of the process. No other thread may be
+ * using this handle (other handles of the store are unaffected). */
 void ckl__state_close(ckl__state *st);
 
 /* ---- roster --------------------------------------------------------------

@@ -308,8 +308,14 @@ static void test_pid_reuse_and_dead_pid(void **state) {
   ckl__state *st = open_state();
   ckl__roster_ident id = my_ident();
   ckl__roster_reg reg = {.operation = "read", .target = "t"};
-  char live[33], reused[33], dead[33];
+  char live[33], reused[33], dead[33], nostart[33], nostart_dead[33];
   assert_int_equal(ckl__state_register_as(st, &reg, &id, live), 0);
+  /* start time unknown (0): only the pid is checked */
+  uint64_t real_start = id.pid_start;
+  id.pid_start = 0;
+  assert_int_equal(ckl__state_register_as(st, &reg, &id, nostart), 0);
+  assert_int_equal(ckl__pid_liveness(getppid(), 0), CKL__PID_UNVERIFIED);
+  id.pid_start = real_start;
   id.pid_start += 1;
   assert_int_equal(ckl__state_register_as(st, &reg, &id, reused), 0);
   pid_t gone = ckl_test_fork(exit_at_once, NULL);
@@ -317,17 +323,20 @@ static void test_pid_reuse_and_dead_pid(void **state) {
   id = my_ident();
   id.pid = gone;
   assert_int_equal(ckl__state_register_as(st, &reg, &id, dead), 0);
+  id.pid_start = 0;
+  assert_int_equal(ckl__state_register_as(st, &reg, &id, nostart_dead), 0);
 
   /* holder lookup is read-only but never names a stale record */
   ckl_holder h;
   assert_int_equal(ckl__state_holder_for_target(st, "t", &h), 0);
   assert_string_equal(h.token, live);
 
-  assert_int_equal(ckl__state_reap(st, 0), 2);
+  assert_int_equal(ckl__state_reap(st, 0), 3);
   ckl__roster_list l;
   assert_int_equal(ckl__state_list(st, 0, &l, NULL), 0);
-  assert_int_equal(l.n, 1);
+  assert_int_equal(l.n, 2);
   assert_non_null(find(&l, live));
+  assert_non_null(find(&l, nostart));
   ckl__roster_list_free(&l);
   assert_int_equal(ckl__state_reap(st, 0), 0);
   ckl__state_close(st);
