@@ -416,17 +416,24 @@ static int registry_get(const char *store_dir, const ckl__state_opts *o, ckl__en
   ino_t ino = 0;
   int rc = ensure_dir(dir, &dev, &ino);
   if (rc < 0) goto out;
+  /* Match by directory, or by the data file itself: if .state was
+   * replaced between someone's ensure_dir and their open, the directory
+   * key is stale but the data file still tells which files an env maps. */
+  struct stat dsb;
+  int have_data = stat(data, &dsb) == 0;
   for (ckl__env *e = reg_head, *next; e; e = next) {
     next = e->next;
     if (atomic_load(&e->dead)) {
       reg_unlink_locked(e);
       continue;
     }
-    if (e->dev != dev || e->ino != ino) continue;
+    int same_dir = e->dev == dev && e->ino == ino;
+    int same_data = have_data && e->data_dev == dsb.st_dev && e->data_ino == dsb.st_ino;
+    if (!same_dir && !same_data) continue;
     if (env_replaced(e)) {
       atomic_store(&e->dead, 1);
       reg_unlink_locked(e);
-      break;
+      continue;
     }
     e->refs++;
     *out = e;
