@@ -85,7 +85,8 @@ typedef enum ckl_insert_result {
  * Insert data under digest d (the caller computed it; in debug builds and
  * when `verify` is set in the opts it is rechecked). Touch if present,
  * else write. Returns CKL_INSERT_NEW or CKL_INSERT_DEDUP (>= 0), or
- * -EINVAL (len > CKL_CHUNK_MAX), -ENOSPC, -EIO, -EACCES, -errno.
+ * -EINVAL (len > CKL_CHUNK_MAX; data does not hash to d when verifying),
+ * -ENOSPC, -EIO, -EACCES, -errno.
  * *stored_bytes, if non-NULL, receives the bytes written to disk (0 for a
  * dedup hit). On error no partial chunk file is left at the final name.
  */
