@@ -314,6 +314,53 @@ static void drop_temp(ckl_index_writer *w) {
     ckl__log_warn("index %s: remove temp file %s: %s", w->path, w->tmp, strerror(errno));
 }
 
+/* Create and lock the temp file ".<base>.tmp-<16 hex>".
+ *
+ * The name and the OFD write lock follow ckl_atomic_begin() exactly, so
+ * ckl_atomic_cleanup() can judge an index temp file: locked means a writer
+ * is alive, unlocked means abandoned. Cleanup may run between our create
+ * and our lock; like ckl_atomic_begin we lock, then verify: if the lock is
+ * refused (a cleanup holds it) or the file is already unlinked, the file
+ * is the cleanup's, and we start over under a fresh name. */
+static int create_temp(ckl_index_writer *w) {
+  for (int attempt = 0; attempt < 16; attempt++) {
+    char rnd[17];
+    uint64_t r = ckl__random_u64();
+    ckl__hex_encode(&r, 8, rnd);
+    rnd[16] = '\0';
+    free(w->tmp);
+    if (asprintf(&w->tmp, ".%s.tmp-%s", w->base, rnd) < 0) {
+      w->tmp = NULL;
+      return -ENOMEM;
+    }
+    int fd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      int rc = -errno;
+      ckl__log_error("index %s: create temp file %s: %s", w->path, w->tmp, strerror(errno));
+      return rc;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+      int rc = -errno;
+      close(fd);
+      if (rc == -EAGAIN || rc == -EACCES) continue; /* a cleanup owns it now */
+      unlinkat(w->dirfd, w->tmp, 0);
+      ckl__log_error("index %s: lock temp file %s: %s", w->path, w->tmp, strerror(-rc));
+      return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_nlink == 0) {
+      close(fd); /* removed by a cleanup before we locked it */
+      continue;
+    }
+    w->fd = fd;
+    return 0;
+  }
+  ckl__log_error("index %s: could not create a temp file", w->path);
+  return -EEXIST;
+}
+
 int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chunk_size,
                             unsigned flags, ckl_index_writer **out) {
   if (!path || !out) return -EINVAL;
@@ -336,15 +383,7 @@ int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chun
   char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
   w->cap = HDR_LEN + 64 * DYN_ENTRY;
   w->buf = calloc(1, w->cap);
-  char rnd[17];
-  uint64_t r = ckl__random_u64();
-  ckl__hex_encode(&r, 8, rnd);
-  rnd[16] = '\0';
-  /* The temp name follows ckl_atomic_begin's ".<name>.tmp-<random>" and,
-   * like it, is OFD-locked while live, so ckl_atomic_cleanup() can tell an
-   * abandoned index temp from one being written. */
-  if (!w->path || !w->base || !dir || !w->buf || asprintf(&w->tmp, ".%s.tmp-%s", base, rnd) < 0) {
-    w->tmp = NULL;
+  if (!w->path || !w->base || !dir || !w->buf) {
     free(dir);
     writer_free(w);
     return -ENOMEM;
@@ -357,25 +396,16 @@ int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chun
     ckl__log_error("index %s: open directory %s: %s", path, dir, strerror(errno));
   }
   free(dir);
-  if (rc == 0) {
-    w->fd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (w->fd < 0) {
-      rc = -errno;
-      ckl__log_error("index %s: create temp file %s: %s", path, w->tmp, strerror(errno));
-    }
-  }
+  if (rc == 0) rc = create_temp(w);
   if (rc < 0) {
     writer_free(w);
     return rc;
   }
-  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-  if (fcntl(w->fd, F_OFD_SETLK, &fl) != 0)
-    ckl__log_debug("index %s: cannot lock temp file %s: %s", path, w->tmp, strerror(errno));
   if ((rc = CKL_FAILPOINT("index.write.after_create")) < 0) {
     ckl_index_writer_abort(w);
     return rc;
   }
-  r = ckl__random_u64();
+  uint64_t r = ckl__random_u64();
   put_le(w->buf + OFF_UUID, r, 8);
   r = ckl__random_u64();
   put_le(w->buf + OFF_UUID + 8, r, 8);
