@@ -140,7 +140,7 @@ int ckl_chunkstore_open(const char *chunks_dir, const ckl_chunkstore_opts *opts,
   *out = NULL;
   ckl_chunkstore_opts o = {.sync = CKL_SYNC_FILESYSTEM, .compress_level = 0, .verify = 0};
   if (opts) o = *opts;
-  if ((unsigned)o.sync > CKL_SYNC_FILESYSTEM || !ckl__chunk_level_valid(o.compress_level)) {
+  if ((unsigned)o.sync > CKL_SYNC_NONE || !ckl__chunk_level_valid(o.compress_level)) {
     ckl__log_error("chunk store %s: invalid options (sync %d, level %d)", chunks_dir, (int)o.sync,
                    o.compress_level);
     return -EINVAL;

@@ -45,9 +45,11 @@ CKL_EXTERN void ckl_digest_to_hex(const ckl_digest *d, char out[CKL_DIGEST_HEX_L
 CKL_EXTERN int ckl_digest_from_hex(const char *hex, ckl_digest *out);
 
 typedef enum ckl_sync_policy {
-  CKL_SYNC_NONE = 0,       /* no fsync: fastest; a power loss may lose recent chunks */
+  /* The default is 0 so that a zeroed ckl_chunkstore_opts is the safe,
+   * documented default rather than the fastest, least durable policy. */
+  CKL_SYNC_FILESYSTEM = 0, /* syncfs() once per backup at finish (default) */
   CKL_SYNC_FILE = 1,       /* fsync each new chunk file and its directory */
-  CKL_SYNC_FILESYSTEM = 2  /* syncfs() once per backup at finish (default) */
+  CKL_SYNC_NONE = 2        /* no fsync: fastest; a power loss may lose recent chunks */
 } ckl_sync_policy;
 
 typedef struct ckl_chunkstore_opts {
@@ -65,8 +67,7 @@ typedef struct ckl_chunkstore ckl_chunkstore;
 CKL_EXTERN int ckl_chunkstore_init_layout(const char *chunks_dir);
 
 /** Open a chunk store rooted at chunks_dir. opts may be NULL (defaults:
- * CKL_SYNC_FILESYSTEM, level 3, no verify; a zeroed struct means
- * CKL_SYNC_NONE). 0, or -ENOENT / -ENOTDIR / CKL_ENOTSTORE (prefix
+ * CKL_SYNC_FILESYSTEM, level 3, no verify; so does a zeroed struct). 0, or -ENOENT / -ENOTDIR / CKL_ENOTSTORE (prefix
  * directories missing), -EINVAL (unknown sync policy, level above zstd's
  * maximum), -ENOMEM. */
 CKL_EXTERN int ckl_chunkstore_open(const char *chunks_dir, const ckl_chunkstore_opts *opts,

@@ -591,8 +591,11 @@ static void test_mark_bad_and_repair(void **state) {
 
 static void test_sync_policies(void **state) {
   (void)state;
-  for (int pol = CKL_SYNC_NONE; pol <= CKL_SYNC_FILESYSTEM; pol++) {
-    ckl_chunkstore_opts o = {.sync = (ckl_sync_policy)pol, .compress_level = pol - 1};
+  static const ckl_sync_policy pols[] = {CKL_SYNC_NONE, CKL_SYNC_FILE, CKL_SYNC_FILESYSTEM};
+  for (size_t pi = 0; pi < 3; pi++) {
+    int pol = (int)pols[pi];
+    ckl_chunkstore_opts o = {.sync = (ckl_sync_policy)pol,
+                             .compress_level = pol == CKL_SYNC_NONE ? -1 : (int)pi};
     ckl_chunkstore *cs;
     assert_int_equal(ckl_chunkstore_open(fx.chunks, &o, &cs), 0);
     uint8_t data[777];
