@@ -8,6 +8,9 @@
 #ifndef CKL_DATASTORE_STORE_INTERNAL_H
 #define CKL_DATASTORE_STORE_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "chunklock/chunk.h"
 #include "chunklock/proclock.h"
 #include "chunklock/snapshot.h"
