@@ -1,0 +1,122 @@
+/*
+ * datastore/snapshot_lock.c - the group, snapshot and manifest locks.
+ *
+ * Each helper builds the lock file's path in the store's lock namespace
+ * (never inside a data directory), creates missing parent directories on
+ * demand, and takes the lock through ckl_path_lock_acquire at its level in
+ * the fixed order, so a caller that threads one ckl_lock_order through an
+ * operation gets the order checked: group -> snapshot -> manifest.
+ *
+ * A snapshot may be forgotten at any moment we do not hold its lock. The
+ * existence checks are therefore made twice: before locking (so a typo does
+ * not leave a lock file behind for a snapshot that never existed) and
+ * after the lock is granted (a forget may have completed in between; it
+ * unlinks the lock files while holding them, so lock-then-verify in
+ * ckl_path_lock_acquire hands us a fresh lock file, on which the snapshot
+ * is simply gone). Only the second check decides.
+ */
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/internal.h"
+#include "datastore/store_internal.h"
+
+static const ckl_snap_lock_opts no_opts = {0};
+
+/* ckl_path_lock_acquire, creating the lock file's parent directories when
+ * they are missing. A concurrent prune may remove an empty lock directory
+ * between our mkdir and our open, hence the few retries. */
+static int acquire(const ckl_store *st, ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                   const ckl_lock_opts *lo) {
+  for (int attempt = 0;; attempt++) {
+    int rc = ckl_path_lock_acquire(lk, path, mode, lo);
+    if (rc != -ENOENT || attempt == 3) return rc;
+    rc = ckl__store_make_lock_parents(st, path);
+    if (rc < 0) return rc;
+  }
+}
+
+static int snapshot_exists(const ckl_store *st, const ckl_snapshot_name *n) {
+  int fd = ckl__snapshot_open_dir(st, n);
+  if (fd >= 0) {
+    ckl__close(fd);
+    return 0;
+  }
+  return (fd == -ENOTDIR || fd == -ELOOP) ? -ENOENT : fd;
+}
+
+int ckl_group_lock(ckl_store *st, const ckl_group_name *g, ckl_path_lock *lk,
+                   const ckl_snap_lock_opts *opts) {
+  if (!st || !lk || lk->held) return -EINVAL;
+  if (!opts) opts = &no_opts;
+  char path[PATH_MAX];
+  int rc = ckl__store_group_lock_path(st, g, path, sizeof path);
+  if (rc < 0) return rc;
+  ckl_lock_opts lo = {.timeout_ms = CKL_TRY,
+                      .level = CKL_LEVEL_GROUP,
+                      .order = opts->order,
+                      .operation = opts->operation,
+                      .busy_holder = opts->busy_holder};
+  return acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+}
+
+int ckl_snapshot_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_lock_mode mode,
+                      ckl_path_lock *lk, const ckl_snap_lock_opts *opts) {
+  if (!st || !lk || lk->held) return -EINVAL;
+  if (mode != CKL_LOCK_SHARED && mode != CKL_LOCK_EXCLUSIVE) return -EINVAL;
+  if (!opts) opts = &no_opts;
+  char path[PATH_MAX];
+  int rc = ckl__store_snapshot_lock_path(st, n, path, sizeof path);
+  if (rc < 0) return rc;
+  bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
+  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
+  ckl_lock_opts lo = {.timeout_ms = CKL_TRY,
+                      .level = CKL_LEVEL_SNAPSHOT,
+                      .order = opts->order,
+                      .operation = opts->operation,
+                      .busy_holder = opts->busy_holder};
+  if ((rc = acquire(st, lk, path, mode, &lo)) < 0) return rc;
+  if (must_exist && (rc = snapshot_exists(st, n)) < 0) {
+    /* Forgotten between the check and the lock. A lock file with no
+     * snapshot is litter; only an exclusive holder may remove it (a shared
+     * holder unlinking would split later holders across two inodes). */
+    if (mode == CKL_LOCK_EXCLUSIVE) ckl_path_lock_unlink(lk);
+    else ckl_path_lock_release(lk);
+    return rc;
+  }
+  return 0;
+}
+
+int ckl_manifest_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *lk,
+                      const ckl_snap_lock_opts *opts) {
+  if (!st || !lk || lk->held) return -EINVAL;
+  if (!opts) opts = &no_opts;
+  if (opts->timeout_ms < 0 && opts->timeout_ms != CKL_FOREVER) return -EINVAL;
+  char path[PATH_MAX];
+  int rc = ckl__store_manifest_lock_path(st, n, path, sizeof path);
+  if (rc < 0) return rc;
+  bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
+  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
+  ckl_holder who = {0};
+  ckl_lock_opts lo = {.timeout_ms = opts->timeout_ms ? opts->timeout_ms
+                                                     : st->manifest_lock_timeout_ms,
+                      .level = CKL_LEVEL_MANIFEST,
+                      .order = opts->order,
+                      .operation = opts->operation ? opts->operation : "manifest",
+                      .busy_holder = &who};
+  rc = acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+  if (opts->busy_holder) *opts->busy_holder = who;
+  if (rc == CKL_ETIMEDOUT || rc == CKL_EBUSY) {
+    char h[256];
+    ckl_holder_format(&who, h, sizeof h);
+    ckl__log_error("%s: still held by %s after %lld ms", path, h, (long long)lo.timeout_ms);
+    return rc;
+  }
+  if (rc < 0) return rc;
+  if (must_exist && (rc = snapshot_exists(st, n)) < 0) {
+    ckl_path_lock_unlink(lk); /* exclusive: see ckl_snapshot_lock */
+    return rc;
+  }
+  return 0;
+}

@@ -1,0 +1,531 @@
+/* Store create/open/close: the exact layout and configuration written,
+ * every create and open error code, configuration errors reported with
+ * file, line and column, half-created stores refused and finished, a
+ * concurrent create refused, two handles of one store in one process. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "datastore/store_internal.h"
+
+/* ---- log capture ---------------------------------------------------------- */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_buf[16384];
+
+static void capture(ckl_log_level level, const char *msg, void *ud) {
+  (void)level;
+  (void)ud;
+  pthread_mutex_lock(&log_mu);
+  size_t used = strlen(log_buf);
+  snprintf(log_buf + used, sizeof log_buf - used, "%s\n", msg);
+  pthread_mutex_unlock(&log_mu);
+}
+
+static void log_clear(void) {
+  pthread_mutex_lock(&log_mu);
+  log_buf[0] = '\0';
+  pthread_mutex_unlock(&log_mu);
+}
+
+static void assert_logged(const char *needle) {
+  pthread_mutex_lock(&log_mu);
+  bool found = strstr(log_buf, needle) != NULL;
+  pthread_mutex_unlock(&log_mu);
+  if (!found) fail_msg("log lacks \"%s\"; log was:\n%s", needle, log_buf);
+}
+
+typedef struct fixture {
+  char *dir;   /* temp dir */
+  char *store; /* dir/store */
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  f->dir = ckl_test_mkdtemp("store");
+  f->store = ckl_test_path(f->dir, "store");
+  log_clear();
+  ckl_log_set(capture, NULL, CKL_LOG_DEBUG);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
+  ckl_failpoint_disarm_all();
+  ckl_test_rmtree(f->dir);
+  free(f->store);
+  free(f->dir);
+  free(f);
+  return 0;
+}
+
+static mode_t mode_of(const char *dir, const char *name, mode_t *type) {
+  char *p = ckl_test_path(dir, name);
+  struct stat st;
+  assert_int_equal(lstat(p, &st), 0);
+  free(p);
+  *type = st.st_mode & S_IFMT;
+  return st.st_mode & 07777;
+}
+
+static json_t *load_config(const char *store) {
+  char *p = ckl_test_path(store, CKL_STORE_CONFIG_NAME);
+  json_error_t err;
+  json_t *j = json_load_file(p, JSON_REJECT_DUPLICATES, &err);
+  free(p);
+  assert_non_null(j);
+  return j;
+}
+
+static void test_create_default_layout(void **state) {
+  fixture *f = *state;
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  mode_t type;
+  assert_int_equal(mode_of(f->store, ".locks", &type), 0700);
+  assert_int_equal(type, S_IFDIR);
+  assert_int_equal(mode_of(f->store, ".state", &type), 0700);
+  assert_int_equal(type, S_IFDIR);
+  assert_int_equal(mode_of(f->store, ".trash", &type), 0700);
+  assert_int_equal(type, S_IFDIR);
+  assert_int_equal(mode_of(f->store, ".lock", &type), 0600);
+  assert_int_equal(type, S_IFREG);
+  mode_of(f->store, ".chunks", &type);
+  assert_int_equal(type, S_IFDIR);
+  char *chunks = ckl_test_path(f->store, ".chunks");
+  assert_int_equal(ckl_test_count_entries(chunks, NULL), 65536);
+  free(chunks);
+  mode_of(f->store, CKL_STORE_CONFIG_NAME, &type);
+  assert_int_equal(type, S_IFREG);
+  /* Exactly these entries: no marker, no temp file left. */
+  assert_int_equal(ckl_test_count_entries(f->store, NULL), 6);
+  assert_int_equal(ckl_test_count_entries(f->store, ".creating"), 0);
+
+  json_t *j = load_config(f->store);
+  assert_int_equal(json_object_size(j), 7);
+  assert_int_equal(json_integer_value(json_object_get(j, "format")), 1);
+  const char *uuid = json_string_value(json_object_get(j, "uuid"));
+  assert_non_null(uuid);
+  assert_int_equal(strlen(uuid), 32);
+  assert_int_equal(strspn(uuid, "0123456789abcdef"), 32);
+  const char *created = json_string_value(json_object_get(j, "created"));
+  assert_non_null(created);
+  assert_int_equal(ckl_snapshot_time_parse(created, strlen(created), NULL), 0);
+  json_t *chunk = json_object_get(j, "chunk");
+  assert_int_equal(json_object_size(chunk), 2);
+  assert_int_equal(json_integer_value(json_object_get(chunk, "average_size")), 1048576);
+  assert_int_equal(json_integer_value(json_object_get(chunk, "compress_level")), 3);
+  assert_string_equal(json_string_value(json_object_get(j, "sync")), "filesystem");
+  json_t *gc = json_object_get(j, "gc");
+  assert_int_equal(json_object_size(gc), 2);
+  assert_int_equal(json_integer_value(json_object_get(gc, "atime_safety_s")), 87300);
+  assert_int_equal(json_integer_value(json_object_get(gc, "margin_s")), 5);
+  assert_true(json_is_null(json_object_get(j, "locks_dir")));
+
+  ckl_store *st;
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), 0);
+  const ckl_store_config *cfg = ckl_store_get_config(st);
+  assert_string_equal(cfg->uuid, uuid);
+  assert_string_equal(cfg->created, created);
+  assert_int_equal(cfg->format, 1);
+  assert_int_equal(cfg->chunk_average_size, 1048576);
+  assert_int_equal(cfg->compress_level, 3);
+  assert_int_equal(cfg->sync, CKL_SYNC_FILESYSTEM);
+  assert_int_equal(cfg->gc_atime_safety_s, 87300);
+  assert_int_equal(cfg->gc_margin_s, 5);
+  assert_null(cfg->locks_dir);
+  char real[PATH_MAX];
+  assert_non_null(realpath(f->store, real));
+  assert_string_equal(ckl_store_path(st), real);
+  char *locks = ckl_test_path(real, ".locks");
+  assert_string_equal(ckl_store_locks_root(st), locks);
+  free(locks);
+  assert_int_equal(st->manifest_lock_timeout_ms, CKL_MANIFEST_LOCK_TIMEOUT_MS);
+  assert_int_equal(st->atomic_flags, 0);
+  ckl_store_close(st);
+  json_decref(j);
+}
+
+static void test_create_options(void **state) {
+  fixture *f = *state;
+  char *locks = ckl_test_path(f->dir, "locks");
+  ckl_store_create_opts o = {
+      .set = CKL_STORE_SET_SYNC | CKL_STORE_SET_ATIME_SAFETY | CKL_STORE_SET_MARGIN,
+      .sync = CKL_SYNC_NONE,
+      .chunk_average_size = 65536,
+      .compress_level = -1,
+      .gc_atime_safety_s = 0,
+      .gc_margin_s = 0,
+      .locks_dir = locks};
+  assert_int_equal(ckl_store_create(f->store, &o), 0);
+  json_t *j = load_config(f->store);
+  assert_string_equal(json_string_value(json_object_get(j, "sync")), "none");
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "chunk"), "average_size")),
+                   65536);
+  assert_int_equal(
+      json_integer_value(json_object_get(json_object_get(j, "chunk"), "compress_level")), -1);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "gc"), "atime_safety_s")),
+                   0);
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "gc"), "margin_s")), 0);
+  assert_string_equal(json_string_value(json_object_get(j, "locks_dir")), locks);
+
+  ckl_store *st;
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), 0);
+  const ckl_store_config *cfg = ckl_store_get_config(st);
+  assert_int_equal(cfg->sync, CKL_SYNC_NONE);
+  assert_int_equal(cfg->gc_atime_safety_s, 0);
+  assert_int_equal(cfg->gc_margin_s, 0);
+  assert_string_equal(cfg->locks_dir, locks);
+  char expect[PATH_MAX];
+  snprintf(expect, sizeof expect, "%s/%s", locks, json_string_value(json_object_get(j, "uuid")));
+  assert_string_equal(ckl_store_locks_root(st), expect);
+  assert_int_equal(st->atomic_flags, CKL_ATOMIC_NOSYNC);
+  ckl_store_close(st);
+
+  /* An open-time locks_dir overrides the configured one. */
+  char *other = ckl_test_path(f->dir, "other");
+  ckl_store_open_opts oo = {.locks_dir = other, .manifest_lock_timeout_ms = 50};
+  assert_int_equal(ckl_store_open(f->store, &oo, &st), 0);
+  snprintf(expect, sizeof expect, "%s/%s", other, json_string_value(json_object_get(j, "uuid")));
+  assert_string_equal(ckl_store_locks_root(st), expect);
+  assert_string_equal(ckl_store_get_config(st)->locks_dir, locks); /* config unchanged */
+  assert_int_equal(st->manifest_lock_timeout_ms, 50);
+  ckl_store_close(st);
+  json_decref(j);
+  free(other);
+  free(locks);
+}
+
+static void test_create_errors(void **state) {
+  fixture *f = *state;
+  struct stat sb;
+  /* Bad options: refused before anything is created. */
+  ckl_store_create_opts bad[] = {
+      {.chunk_average_size = 100000},
+      {.chunk_average_size = 32768},
+      {.chunk_average_size = 8u << 20},
+      {.compress_level = 23},
+      {.compress_level = -2},
+      {.set = CKL_STORE_SET_MARGIN, .gc_margin_s = -1},
+      {.set = CKL_STORE_SET_ATIME_SAFETY, .gc_atime_safety_s = 31536001},
+      {.set = CKL_STORE_SET_SYNC, .sync = (ckl_sync_policy)7},
+      {.locks_dir = "relative/locks"},
+      {.locks_dir = "/trailing/"},
+      {.locks_dir = "/bad\nname"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(ckl_store_create(f->store, &bad[i]), -EINVAL);
+    assert_int_equal(stat(f->store, &sb), -1);
+  }
+  assert_int_equal(ckl_store_create(NULL, NULL), -EINVAL);
+
+  /* Parent missing. */
+  char *deep = ckl_test_path(f->dir, "no/such/store");
+  assert_int_equal(ckl_store_create(deep, NULL), -ENOENT);
+  free(deep);
+
+  /* A regular file. */
+  char *file = ckl_test_path(f->dir, "file");
+  ckl_test_write_file(file, "x", 1);
+  assert_int_equal(ckl_store_create(file, NULL), -ENOTDIR);
+  free(file);
+
+  /* A non-empty directory: refused, and left exactly as it was. */
+  assert_int_equal(mkdir(f->store, 0755), 0);
+  char *junk = ckl_test_path(f->store, "data.txt");
+  ckl_test_write_file(junk, "keep", 4);
+  assert_int_equal(ckl_store_create(f->store, NULL), -ENOTEMPTY);
+  assert_int_equal(ckl_test_count_entries(f->store, NULL), 1);
+  assert_int_equal(unlink(junk), 0);
+  free(junk);
+  /* A hidden file counts too. */
+  junk = ckl_test_path(f->store, ".hidden");
+  ckl_test_write_file(junk, "", 0);
+  assert_int_equal(ckl_store_create(f->store, NULL), -ENOTEMPTY);
+  assert_int_equal(unlink(junk), 0);
+  free(junk);
+
+  /* An existing empty directory is fine; then it is a store. */
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  log_clear();
+  assert_int_equal(ckl_store_create(f->store, NULL), -EEXIST);
+  assert_logged("already a store");
+  assert_int_equal(ckl_store_create(f->store, NULL), -EEXIST);
+  assert_int_equal(ckl_test_count_entries(f->store, ".creating"), 0);
+}
+
+static void test_open_errors(void **state) {
+  fixture *f = *state;
+  ckl_store *st = (ckl_store *)0x1;
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), -ENOENT);
+  assert_null(st);
+
+  char *file = ckl_test_path(f->dir, "file");
+  ckl_test_write_file(file, "x", 1);
+  log_clear();
+  assert_int_equal(ckl_store_open(file, NULL, &st), CKL_ENOTSTORE);
+  assert_logged("not a directory");
+  free(file);
+
+  assert_int_equal(mkdir(f->store, 0755), 0);
+  log_clear();
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_ENOTSTORE);
+  assert_logged("no chunklock.json");
+
+  /* chunklock.json that is a directory: not a regular file. */
+  char *cfg = ckl_test_path(f->store, CKL_STORE_CONFIG_NAME);
+  assert_int_equal(mkdir(cfg, 0755), 0);
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_ECORRUPT);
+  assert_int_equal(rmdir(cfg), 0);
+  /* A symlinked config is never followed. */
+  assert_int_equal(symlink("/etc/hostname", cfg), 0);
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), -ELOOP);
+  assert_int_equal(unlink(cfg), 0);
+  free(cfg);
+
+  ckl_store_open_opts oo = {.locks_dir = "not/absolute"};
+  assert_int_equal(ckl_store_open(f->store, &oo, &st), -EINVAL);
+  ckl_store_open_opts ot = {.manifest_lock_timeout_ms = -5};
+  assert_int_equal(ckl_store_open(f->store, &ot, &st), -EINVAL);
+  assert_int_equal(ckl_store_open(NULL, NULL, &st), -EINVAL);
+}
+
+/* Rewrite chunklock.json of a fresh store with text and open it. */
+static int open_with_config(fixture *f, const char *text) {
+  char *cfg = ckl_test_path(f->store, CKL_STORE_CONFIG_NAME);
+  ckl_test_write_file(cfg, text, strlen(text));
+  free(cfg);
+  log_clear();
+  ckl_store *st = NULL;
+  int rc = ckl_store_open(f->store, NULL, &st);
+  if (rc == 0) ckl_store_close(st);
+  else assert_null(st);
+  return rc;
+}
+
+#define CFG_HEAD "{\n  \"chunk\": {\"average_size\": 1048576, \"compress_level\": 3},\n"
+#define CFG_CREATED "  \"created\": \"2026-11-21T15:07:43Z\",\n"
+#define CFG_TAIL                                                                                 \
+  "  \"locks_dir\": null,\n  \"sync\": \"filesystem\",\n"                                        \
+  "  \"uuid\": \"0123456789abcdef0123456789abcdef\"\n}\n"
+
+static void test_config_errors(void **state) {
+  fixture *f = *state;
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+
+  /* The control: this text is valid. */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       CFG_TAIL),
+                   0);
+
+  /* Wrong type: the position of the bad value, not of the document. */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": \"5\"},\n"
+                                       CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:5:47: gc.margin_s: expected an integer");
+
+  /* Out of range, positioned too. */
+  assert_int_equal(open_with_config(f, "{\n  \"chunk\": {\"average_size\": 1048575, "
+                                       "\"compress_level\": 3},\n" CFG_CREATED
+                                       "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:2:29: chunk.average_size: 1048575 is out of range");
+
+  /* Malformed JSON: jansson's own position. */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:5:");
+
+  /* Duplicate key. */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       "  \"format\": 1,\n" CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:6:");
+  assert_logged("duplicate");
+
+  /* Unknown key (a typo must not be ignored). */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       "  \"synk\": \"none\",\n" CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:6:11: synk: unknown key");
+
+  /* Missing key: reported at its object. */
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300},\n" CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:5:9: gc: missing key \"margin_s\"");
+
+  /* Bad values of the right type. */
+  assert_int_equal(open_with_config(f, CFG_HEAD "  \"created\": \"2026-02-30T00:00:00Z\",\n"
+                                                "  \"format\": 1,\n"
+                                                "  \"gc\": {\"atime_safety_s\": 87300, "
+                                                "\"margin_s\": 5},\n" CFG_TAIL),
+                   CKL_ECORRUPT);
+  assert_logged("chunklock.json:3:14: created:");
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       "  \"locks_dir\": \"relative\",\n  \"sync\": \"none\",\n"
+                                       "  \"uuid\": \"0123456789abcdef0123456789abcdef\"\n}\n"),
+                   CKL_ECORRUPT);
+  assert_logged("locks_dir: expected null or an absolute path");
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       "  \"locks_dir\": null,\n  \"sync\": \"sometimes\",\n"
+                                       "  \"uuid\": \"0123456789abcdef0123456789abcdef\"\n}\n"),
+                   CKL_ECORRUPT);
+  assert_logged("sync: expected");
+  assert_int_equal(open_with_config(f, CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
+                                       "  \"locks_dir\": null,\n  \"sync\": \"none\",\n"
+                                       "  \"uuid\": \"0123456789ABCDEF0123456789abcdef\"\n}\n"),
+                   CKL_ECORRUPT);
+  assert_logged("uuid: expected 32 lowercase hex digits");
+
+  /* Not an object at all; a real where an integer belongs. */
+  assert_int_equal(open_with_config(f, "[1, 2]\n"), CKL_ECORRUPT);
+  assert_int_equal(open_with_config(f, "{\"format\": 1.0}\n"), CKL_ECORRUPT);
+  assert_logged("chunklock.json:1:12: format: expected an integer");
+  assert_int_equal(open_with_config(f, "{\"format\": 0}\n"), CKL_ECORRUPT);
+  assert_int_equal(open_with_config(f, ""), CKL_ECORRUPT);
+
+  /* A newer format: refused as a version, whatever the rest looks like. */
+  assert_int_equal(open_with_config(f, "{\"format\": 2, \"whatever\": [1]}\n"), CKL_EVERSION);
+  assert_logged("format 2 is newer");
+}
+
+/* A marker without a create holding it: open refuses, create finishes. */
+static void test_half_created(void **state) {
+  fixture *f = *state;
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  char *marker = ckl_test_path(f->store, CKL_STORE_CREATING_NAME);
+  ckl_test_write_file(marker, "", 0);
+  ckl_store *st;
+  log_clear();
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_EHALFCREATED);
+  assert_logged("/store/.creating: the store's creation was interrupted");
+
+  /* Finishing writes a new configuration (new uuid) and removes the
+   * marker. */
+  json_t *before = load_config(f->store);
+  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_FILE};
+  assert_int_equal(ckl_store_create(f->store, &o), 0);
+  assert_int_equal(access(marker, F_OK), -1);
+  json_t *after = load_config(f->store);
+  assert_string_equal(json_string_value(json_object_get(after, "sync")), "file");
+  assert_string_not_equal(json_string_value(json_object_get(before, "uuid")),
+                          json_string_value(json_object_get(after, "uuid")));
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), 0);
+  assert_int_equal(ckl_store_get_config(st)->sync, CKL_SYNC_FILE);
+  ckl_store_close(st);
+  json_decref(before);
+  json_decref(after);
+
+  /* A marker in an otherwise empty directory: finished from scratch. */
+  char *fresh = ckl_test_path(f->dir, "fresh");
+  assert_int_equal(mkdir(fresh, 0755), 0);
+  char *m2 = ckl_test_path(fresh, CKL_STORE_CREATING_NAME);
+  ckl_test_write_file(m2, "", 0);
+  assert_int_equal(ckl_store_open(fresh, NULL, &st), CKL_EHALFCREATED);
+  assert_int_equal(ckl_store_create(fresh, NULL), 0);
+  assert_int_equal(ckl_store_open(fresh, NULL, &st), 0);
+  ckl_store_close(st);
+  free(m2);
+  free(fresh);
+  free(marker);
+}
+
+/* A create that is running holds the marker: a second create is refused
+ * with CKL_EBUSY, open with CKL_EHALFCREATED. */
+static void test_concurrent_create(void **state) {
+  fixture *f = *state;
+  assert_int_equal(mkdir(f->store, 0755), 0);
+  char *marker = ckl_test_path(f->store, CKL_STORE_CREATING_NAME);
+  ckl_path_lock lk = {0};
+  ckl_lock_opts lo = {.operation = "create"};
+  assert_int_equal(ckl_path_lock_acquire(&lk, marker, CKL_LOCK_EXCLUSIVE, &lo), 0);
+  log_clear();
+  assert_int_equal(ckl_store_create(f->store, NULL), CKL_EBUSY);
+  assert_logged("another create is running");
+  ckl_store *st;
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_EHALFCREATED);
+  /* Nothing was created by the refused create. */
+  assert_int_equal(ckl_test_count_entries(f->store, NULL), 1);
+  assert_int_equal(ckl_path_lock_release(&lk), 0);
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), 0);
+  ckl_store_close(st);
+  free(marker);
+}
+
+/* Failpoint errors at each step leave a half-created store. */
+static void test_create_step_errors(void **state) {
+  fixture *f = *state;
+  static const char *const points[] = {"store.create.after_marker", "store.create.after_chunks",
+                                       "store.create.after_dirs", "store.create.after_config"};
+  for (size_t i = 0; i < 4; i++) {
+    assert_int_equal(ckl_failpoint_arm(points[i], "error(EIO)"), 0);
+    assert_int_equal(ckl_store_create(f->store, NULL), -EIO);
+    assert_int_equal(ckl_failpoint_hits(points[i]), 1);
+    ckl_failpoint_disarm_all();
+    ckl_store *st;
+    assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_EHALFCREATED);
+    char *cfg = ckl_test_path(f->store, CKL_STORE_CONFIG_NAME);
+    /* The configuration exists only once every directory does. */
+    assert_int_equal(access(cfg, F_OK) == 0, i == 3);
+    free(cfg);
+  }
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  ckl_store *st;
+  assert_int_equal(ckl_store_open(f->store, NULL, &st), 0);
+  ckl_store_close(st);
+}
+
+static void test_two_handles(void **state) {
+  fixture *f = *state;
+  assert_int_equal(ckl_store_create(f->store, NULL), 0);
+  ckl_store *a, *b;
+  assert_int_equal(ckl_store_open(f->store, NULL, &a), 0);
+  assert_int_equal(ckl_store_open(f->store, NULL, &b), 0);
+  ckl_proclock_guard g = {0};
+  assert_int_equal(ckl_proclock_shared(a->proclock, &g, CKL_TRY, NULL), 0);
+  ckl_store_close(b); /* must not drop a's guard */
+  int shared = 0, excl = 0;
+  ckl_proclock_counts(a->proclock, &shared, &excl);
+  assert_int_equal(shared, 1);
+  assert_int_equal(ckl_proclock_release(&g), 0);
+  ckl_store_close(a);
+  ckl_store_close(NULL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_create_default_layout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_options, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_half_created, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_create, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_step_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
