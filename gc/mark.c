@@ -19,6 +19,7 @@ int ckl__mark_index(ckl_chunkstore *cs, const char *index_path, ckl__digest_set 
     return rc;
   }
   size_t n = ckl_index_count(ix);
+  st->logical_bytes += ckl_index_size(ix);
   for (size_t i = 0; i < n; i++) {
     if (cancel && (i % CANCEL_POLL) == 0 && atomic_load(cancel)) {
       rc = CKL_ECANCELED;

@@ -22,6 +22,7 @@ typedef struct ckl__mark_stats {
   uint64_t touched;          /* unique digests touched (cache misses) */
   uint64_t cache_hits;       /* repeats skipped thanks to the set */
   uint64_t missing_chunks;   /* referenced but absent: damage for fsck */
+  uint64_t logical_bytes;    /* sum of the marked archives' sizes */
 } ckl__mark_stats;
 
 /*

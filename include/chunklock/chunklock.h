@@ -48,5 +48,8 @@
 #if __has_include("maintenance.h")
 #include "maintenance.h"
 #endif
+#if __has_include("gc.h")
+#include "gc.h"
+#endif
 
 #endif
