@@ -94,10 +94,20 @@ typedef struct ckl_atomic_dir {
   char *target_path;
 } ckl_atomic_dir;
 
+/** Create the temp dir ".<name>.tmpdir-<random>" beside `target` with
+ * `mode` (set at once: keep u+wx to fill it). 0, or -ENOENT (no parent),
+ * -EACCES, -EROFS, -ENOSPC, -EINVAL (ad active, bad target or flags),
+ * -errno. */
 CKL_EXTERN int ckl_atomic_dir_begin(ckl_atomic_dir *ad, const char *target, mode_t mode,
                                     unsigned flags);
+/** Path of the temp dir to fill (NULL if inactive). */
 CKL_EXTERN const char *ckl_atomic_dir_path(const ckl_atomic_dir *ad);
+/** Put the temp dir in place (see above). 0 or -errno; -EINVAL if
+ * inactive. On error before the rename the target is untouched and the
+ * temp tree removed; on a parent fsync error after it the target is
+ * already new. ad becomes inactive either way. */
 CKL_EXTERN int ckl_atomic_dir_commit(ckl_atomic_dir *ad);
+/** Remove the temp tree and deactivate. No-op if inactive or committed. */
 CKL_EXTERN void ckl_atomic_dir_rollback(ckl_atomic_dir *ad);
 
 #ifdef __cplusplus

@@ -45,14 +45,19 @@ CKL_EXTERN void ckl_digest_to_hex(const ckl_digest *d, char out[CKL_DIGEST_HEX_L
 CKL_EXTERN int ckl_digest_from_hex(const char *hex, ckl_digest *out);
 
 typedef enum ckl_sync_policy {
-  CKL_SYNC_NONE = 0,       /* no fsync: fastest; a power loss may lose recent chunks */
+  /* The default is 0 so that a zeroed ckl_chunkstore_opts is the safe,
+   * documented default rather than the fastest, least durable policy. */
+  CKL_SYNC_FILESYSTEM = 0, /* syncfs() once per backup at finish (default) */
   CKL_SYNC_FILE = 1,       /* fsync each new chunk file and its directory */
-  CKL_SYNC_FILESYSTEM = 2  /* syncfs() once per backup at finish (default) */
+  CKL_SYNC_NONE = 2        /* no fsync: fastest; a power loss may lose recent chunks */
 } ckl_sync_policy;
 
 typedef struct ckl_chunkstore_opts {
   ckl_sync_policy sync;
   int compress_level;      /* zstd level; 0 = default (3); < 0 = never compress */
+  int verify;              /* 1: insert recomputes the digest of its data and
+                              rejects a mismatch with -EINVAL (always on in
+                              debug builds) */
 } ckl_chunkstore_opts;
 
 typedef struct ckl_chunkstore ckl_chunkstore;
@@ -61,9 +66,10 @@ typedef struct ckl_chunkstore ckl_chunkstore;
  * exist). Idempotent. 0 or -errno. */
 CKL_EXTERN int ckl_chunkstore_init_layout(const char *chunks_dir);
 
-/** Open a chunk store rooted at chunks_dir. opts may be NULL (defaults).
- * 0, or -ENOENT / -ENOTDIR / CKL_ENOTSTORE (prefix directories missing),
- * -ENOMEM. */
+/** Open a chunk store rooted at chunks_dir. opts may be NULL (defaults:
+ * CKL_SYNC_FILESYSTEM, level 3, no verify; so does a zeroed struct). 0, or -ENOENT / -ENOTDIR / CKL_ENOTSTORE (prefix
+ * directories missing), -EINVAL (unknown sync policy, level above zstd's
+ * maximum), -ENOMEM. */
 CKL_EXTERN int ckl_chunkstore_open(const char *chunks_dir, const ckl_chunkstore_opts *opts,
                                    ckl_chunkstore **out);
 CKL_EXTERN void ckl_chunkstore_close(ckl_chunkstore *cs);
@@ -80,7 +86,8 @@ typedef enum ckl_insert_result {
  * Insert data under digest d (the caller computed it; in debug builds and
  * when `verify` is set in the opts it is rechecked). Touch if present,
  * else write. Returns CKL_INSERT_NEW or CKL_INSERT_DEDUP (>= 0), or
- * -EINVAL (len > CKL_CHUNK_MAX), -ENOSPC, -EIO, -EACCES, -errno.
+ * -EINVAL (len > CKL_CHUNK_MAX; data does not hash to d when verifying),
+ * -ENOSPC, -EIO, -EACCES, -errno.
  * *stored_bytes, if non-NULL, receives the bytes written to disk (0 for a
  * dedup hit). On error no partial chunk file is left at the final name.
  */
@@ -106,7 +113,8 @@ CKL_EXTERN int ckl_chunk_mark_bad(ckl_chunkstore *cs, const ckl_digest *d);
 /** stat the chunk file (no touch). 0 or -errno. */
 CKL_EXTERN int ckl_chunk_stat(ckl_chunkstore *cs, const ckl_digest *d, struct stat *st);
 
-/** Relative path of a chunk under .chunks ("abcd/abcd...") into buf. */
+/** Relative path of a chunk under .chunks ("abcd/abcd...", 69 chars) into
+ * buf. 0, or -ENAMETOOLONG when len < 70 (buf then holds "" if len > 0). */
 CKL_EXTERN int ckl_chunk_relpath(const ckl_digest *d, char *buf, size_t len);
 
 /** Flush per the sync policy at the end of a backup (syncfs for
@@ -119,6 +127,8 @@ CKL_EXTERN int ckl_chunkstore_sync(ckl_chunkstore *cs);
  * checks everything (header, CRC, lengths, zstd frame bounds) and returns
  * the plain content in a malloc'd *data. decode never reads outside
  * [buf, buf+len) and never allocates more than CKL_CHUNK_MAX + header.
+ * encode: 0, -EINVAL (len > CKL_CHUNK_MAX), -ENOMEM. decode: 0,
+ * CKL_ECORRUPT, CKL_EVERSION (a newer format version), -ENOMEM.
  */
 CKL_EXTERN int ckl_chunk_encode(const void *data, size_t len, int compress_level, void **out,
                                 size_t *out_len);

@@ -42,6 +42,9 @@
 #if __has_include("backup.h")
 #include "backup.h"
 #endif
+#if __has_include("roster.h")
+#include "roster.h"
+#endif
 #if __has_include("maintenance.h")
 #include "maintenance.h"
 #endif

@@ -37,9 +37,11 @@
  * Caveats:
  *   - A lock belongs to the ckl_path_lock struct, not to a thread: any
  *     thread may release it, but two threads must not use one struct at once.
- *   - After fork() a child shares the parent's open file descriptions; it
- *     must not release locks it inherited (it would release the parent's).
- *     Take new locks in the child instead.
+ *   - After fork() a child shares the parent's open file descriptions, so
+ *     an unlock there would release the parent's lock. Releasing an
+ *     inherited lock in the child therefore only closes the child's copy
+ *     of the fd (the lock stays with the parent); unlink, convert and
+ *     verify refuse it (-EINVAL). Take new locks in the child instead.
  *   - Lock files must live on a filesystem with working OFD locks (any local
  *     Linux filesystem). For NFS use the soft locks (softlock.h).
  */
@@ -110,6 +112,8 @@ typedef struct ckl_path_lock {
   int64_t acquired_ns;    /* CLOCK_REALTIME */
   char *path;             /* malloc'd copy, for verify and unlink */
   char token[CKL_TOKEN_HEX_LEN + 1];
+  pid_t owner_pid;        /* process that took it: release elsewhere only
+                             closes the inherited fd (fork safety) */
 } ckl_path_lock;
 
 /**
@@ -120,14 +124,25 @@ typedef struct ckl_path_lock {
  *   CKL_EBUSY      held by another holder and opts->timeout_ms == CKL_TRY;
  *                  opts->busy_holder says who (if it can be known)
  *   CKL_ETIMEDOUT  still held when the deadline passed (holder as above)
+ *   CKL_EREPLACED  CKL_TRY only: the lock file was replaced or removed
+ *                  under us several times in a row (a deadline retries
+ *                  until it passes instead)
  *   CKL_ELOCKORDER taking it would break the lock order
+ *   -EOVERFLOW     the order tracker already holds CKL_LOCK_ORDER_MAX locks
  *   -ELOOP         path is a symlink (never followed)
  *   -EISDIR        path is a directory
- *   -EACCES/-EPERM no permission to open or create the lock file
- *   -EROFS         the lock file is missing and the directory is read-only
+ *   -EACCES/-EPERM no permission to open or create the lock file (a shared
+ *                  lock on an existing file that is readable but not
+ *                  writable succeeds, read-only)
+ *   -EROFS         the lock file is missing and the filesystem is read-only,
+ *                  or an exclusive lock is asked for on a read-only
+ *                  filesystem (a directory the caller may not write to gives
+ *                  -EACCES, as the kernel says)
  *   -ENOENT        the parent directory does not exist
- *   -EINVAL        bad arguments, or lk is already held
- *   other -errno   from open/fcntl/fstat
+ *   -ENAMETOOLONG  path or one of its components is too long
+ *   -EINVAL        bad arguments, lk is already held, or path is not a
+ *                  regular file (FIFO, device, socket)
+ *   -ENOMEM, other -errno from open/fcntl/fstat
  * On error lk is left not held and nothing is created beyond the lock file.
  */
 CKL_EXTERN int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
@@ -137,8 +152,10 @@ CKL_EXTERN int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lo
 CKL_EXTERN int ckl_path_lock_release(ckl_path_lock *lk);
 
 /** Unlink the lock file while still holding it, then release. Waiters
- * retry on whatever file appears at the path next. 0 or -errno (the lock
- * is released in every case). */
+ * retry on whatever file appears at the path next. 0, CKL_EREPLACED (the
+ * path is no longer our file: nothing is unlinked), -EINVAL (not held,
+ * held shared, or inherited through fork), or -errno from unlink. The lock
+ * is released in every case. */
 CKL_EXTERN int ckl_path_lock_unlink(ckl_path_lock *lk);
 
 /** Is the lock still attached to the file at its path? 0 if yes,
@@ -148,13 +165,19 @@ CKL_EXTERN int ckl_path_lock_verify(const ckl_path_lock *lk);
 
 /** Convert a held lock: downgrade exclusive->shared always succeeds;
  * upgrade shared->exclusive honours timeout_ms like acquire (CKL_EBUSY,
- * CKL_ETIMEDOUT). On failure the shared lock is kept. */
+ * CKL_ETIMEDOUT). On failure the shared lock is kept. -EACCES / -EROFS
+ * when the shared lock had to be opened read-only; -EINVAL when not held.
+ * Two shared holders upgrading at once with CKL_FOREVER wait for each
+ * other forever (OFD locks have no deadlock detection): use a deadline.
+ * The record an upgraded holder writes has no operation name. */
 CKL_EXTERN int ckl_path_lock_convert(ckl_path_lock *lk, ckl_lock_mode mode, int64_t timeout_ms,
                                      ckl_holder *busy_holder);
 
 /** Probe `path` without taking it: 0 if it could be locked in `mode` now,
  * CKL_EBUSY (holder filled if known) if not, -ENOENT if the file does not
- * exist, other -errno. Racy by nature: for reports, not for decisions. */
+ * exist, -ELOOP, -EISDIR, other -errno. Never creates the file. A lock held
+ * by the calling process counts as busy too. Racy by nature: for reports,
+ * not for decisions. */
 CKL_EXTERN int ckl_path_lock_probe(const char *path, ckl_lock_mode mode, ckl_holder *holder);
 
 #ifdef __cplusplus

@@ -5,7 +5,9 @@
 set -euo pipefail
 root=${1:-.}
 cd "$root"
-sites=$(grep -rhoE --exclude=internal.h --exclude="*.def" 'CKL_FAILPOINT\("[^"]+"\)' common locks datastore gc tasks tools 2>/dev/null \
+dirs=$(for d in common locks datastore gc tasks tools; do [ -d "$d" ] && echo "$d"; done)
+# shellcheck disable=SC2086
+sites=$( (grep -rhoE --exclude=internal.h --exclude="*.def" 'CKL_FAILPOINT\("[^"]+"\)' $dirs || true) \
         | sed -E 's/CKL_FAILPOINT\("([^"]+)"\)/\1/' | sort -u)
 catalog=$(cat common/failpoints.def */*.fp.def 2>/dev/null | grep -oE '^CKL_FP\("[^"]+"' | sed -E 's/CKL_FP\("//; s/"$//' | sort -u)
 missing=$(comm -23 <(echo "$sites") <(echo "$catalog"))

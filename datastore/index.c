@@ -1,0 +1,525 @@
+/*
+ * datastore/index.c - dynamic (.didx) and fixed (.fidx) index files.
+ *
+ * Header, 128 bytes, integers little-endian (docs/datastore.md):
+ *
+ *    0   8  magic "CKLDIDX\0" (dynamic) or "CKLFIDX\0" (fixed)
+ *    8   4  version (1)
+ *   12   4  header size (128)
+ *   16  16  UUID (random per file)
+ *   32   8  creation time, ns since the epoch (signed)
+ *   40   8  entry count
+ *   48   8  total archive size in bytes
+ *   56   8  chunk size (fixed; 0 for dynamic)
+ *   64  32  SHA-256 of the entry bytes
+ *   96  28  reserved, 0
+ *  124   4  CRC32C of bytes 0..123
+ *
+ * Entries follow the header: dynamic {u64 end offset, 32-byte digest}
+ * (40 bytes), fixed {32-byte digest}.
+ *
+ * Reader checks, in this order so that each failure gets the right code:
+ * size >= 128, magic, header size within the file, header CRC (the CRC
+ * sits in the last 4 bytes of "header size" bytes in every version, so a
+ * newer version's header still validates and is CKL_EVERSION, while a
+ * damaged version field is CKL_ECORRUPT), version, reserved bytes, entry
+ * count against the file size (without overflow), SHA-256 of the entries,
+ * then the offset/size rules.
+ *
+ * The entry SHA-256 is verified on every open. GC mark reads every index
+ * and hashing runs at ~1 GB/s here, a few ms for a large index; it is the
+ * only protection against a bit flip in a digest, which would otherwise
+ * make GC spare the wrong chunk and delete the right one. Safety first.
+ *
+ * mmap: index files are never modified in place (written once under a
+ * temp name, renamed in), so the mapping cannot shrink under the reader
+ * and cause SIGBUS. A forget that unlinks the file meanwhile leaves our
+ * mapping intact.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunklock/atomic_file.h"
+#include "chunklock/index.h"
+#include "common/internal.h"
+#include "crc32c.h"
+#include "digest.h"
+
+#define HDR_LEN 128
+#define VERSION 1
+#define OFF_VERSION 8
+#define OFF_HDRSIZE 12
+#define OFF_UUID 16
+#define OFF_CTIME 32
+#define OFF_COUNT 40
+#define OFF_TOTAL 48
+#define OFF_CHUNK 56
+#define OFF_SHA 64
+#define OFF_RESERVED 96
+#define OFF_CRC 124
+#define DYN_ENTRY 40
+#define FIX_ENTRY 32
+/* A header longer than this is damage, not a future version. */
+#define HDR_MAX 65536
+
+static const char magic_dyn[8] = "CKLDIDX";
+static const char magic_fix[8] = "CKLFIDX";
+
+static void put_le(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint64_t get_le(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+
+static size_t entry_size(ckl_index_kind k) { return k == CKL_INDEX_DYNAMIC ? DYN_ENTRY : FIX_ENTRY; }
+
+struct ckl_index {
+  const uint8_t *base;
+  size_t len;
+  bool mapped;
+  ckl_index_kind kind;
+  size_t count;
+  uint64_t total;
+  uint64_t chunk_size;
+  int64_t ctime;
+  const uint8_t *entries;
+};
+
+/* ---- reader -------------------------------------------------------------- */
+
+#define BAD(code, msg)                                                         \
+  do {                                                                         \
+    *why = (msg);                                                              \
+    return (code);                                                             \
+  } while (0)
+
+static int validate(ckl_index *ix, const char **why) {
+  const uint8_t *p = ix->base;
+  size_t len = ix->len;
+  if (len < HDR_LEN) BAD(CKL_ECORRUPT, "shorter than its header");
+  if (memcmp(p, magic_dyn, 8) == 0)
+    ix->kind = CKL_INDEX_DYNAMIC;
+  else if (memcmp(p, magic_fix, 8) == 0)
+    ix->kind = CKL_INDEX_FIXED;
+  else
+    BAD(CKL_ECORRUPT, "bad magic");
+  uint64_t hs = get_le(p + OFF_HDRSIZE, 4);
+  if (hs < HDR_LEN || hs > HDR_MAX || hs > len || hs % 4 != 0)
+    BAD(CKL_ECORRUPT, "bad header size");
+  if (ckl__crc32c(0, p, hs - 4) != (uint32_t)get_le(p + hs - 4, 4))
+    BAD(CKL_ECORRUPT, "header CRC mismatch");
+  uint64_t version = get_le(p + OFF_VERSION, 4);
+  if (version > VERSION) BAD(CKL_EVERSION, "written by a newer format version");
+  if (version != VERSION || hs != HDR_LEN) BAD(CKL_ECORRUPT, "bad version");
+  for (size_t i = OFF_RESERVED; i < OFF_CRC; i++)
+    if (p[i] != 0) BAD(CKL_ECORRUPT, "reserved bytes not zero");
+
+  uint64_t count = get_le(p + OFF_COUNT, 8);
+  size_t es = entry_size(ix->kind);
+  size_t body = len - HDR_LEN;
+  /* count * es == body, checked by division so a huge count cannot wrap. */
+  if (body % es != 0 || count != body / es)
+    BAD(CKL_ECORRUPT, "entry count does not match the file size");
+  ix->count = (size_t)count;
+  ix->entries = p + HDR_LEN;
+  ix->total = get_le(p + OFF_TOTAL, 8);
+  ix->chunk_size = get_le(p + OFF_CHUNK, 8);
+  ix->ctime = (int64_t)get_le(p + OFF_CTIME, 8);
+
+  ckl_digest sha;
+  ckl_digest_compute(ix->entries, body, &sha);
+  if (memcmp(sha.b, p + OFF_SHA, CKL_DIGEST_LEN) != 0)
+    BAD(CKL_ECORRUPT, "entry checksum (SHA-256) mismatch");
+
+  if (ix->kind == CKL_INDEX_DYNAMIC) {
+    if (ix->chunk_size != 0) BAD(CKL_ECORRUPT, "chunk size set in a dynamic index");
+    uint64_t prev = 0;
+    for (size_t i = 0; i < ix->count; i++) {
+      uint64_t end = get_le(ix->entries + i * DYN_ENTRY, 8);
+      if (end <= prev) BAD(CKL_ECORRUPT, "end offsets not strictly increasing");
+      if (end - prev > CKL_CHUNK_MAX) BAD(CKL_ECORRUPT, "chunk larger than CKL_CHUNK_MAX");
+      prev = end;
+    }
+    if (prev != ix->total) BAD(CKL_ECORRUPT, "last end offset differs from the total size");
+  } else {
+    uint64_t cs = ix->chunk_size;
+    if (cs == 0 || cs > CKL_CHUNK_MAX) BAD(CKL_ECORRUPT, "bad chunk size");
+    if (count != ix->total / cs + (ix->total % cs != 0))
+      BAD(CKL_ECORRUPT, "entry count does not cover the total size");
+  }
+  return 0;
+}
+#undef BAD
+
+static void ix_free(ckl_index *ix) {
+  if (!ix) return;
+  if (ix->mapped)
+    munmap((void *)ix->base, ix->len);
+  else
+    free((void *)ix->base);
+  free(ix);
+}
+
+void ckl_index_close(ckl_index *ix) { ix_free(ix); }
+
+int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
+  if (!name || !out) return -EINVAL;
+  *out = NULL;
+  int fd CKL__CLEANUP_CLOSE = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int rc = -errno;
+    /* -ENOENT is an answer GC acts on (the snapshot was forgotten), not an
+     * error worth a log line. */
+    if (rc != -ENOENT) ckl__log_error("index %s: open: %s", name, strerror(errno));
+    return rc;
+  }
+  int rc = CKL_FAILPOINT("index.open.after_open");
+  if (rc < 0) return rc;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  const char *why = "";
+  if (!S_ISREG(st.st_mode)) {
+    ckl__log_error("index %s: %s", name, "not a regular file");
+    return CKL_ECORRUPT;
+  }
+  if ((uint64_t)st.st_size < HDR_LEN || (uint64_t)st.st_size > SIZE_MAX) {
+    ckl__log_error("index %s: corrupt: %s", name, "shorter than its header");
+    return CKL_ECORRUPT;
+  }
+  ckl_index *ix = calloc(1, sizeof *ix);
+  if (!ix) return -ENOMEM;
+  ix->len = (size_t)st.st_size;
+  void *m = mmap(NULL, ix->len, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (m == MAP_FAILED) {
+    rc = -errno;
+    ckl__log_error("index %s: mmap: %s", name, strerror(errno));
+    free(ix);
+    return rc;
+  }
+  ix->base = m;
+  ix->mapped = true;
+  rc = validate(ix, &why);
+  if (rc < 0) {
+    ckl__log_error("index %s: %s: %s", name, ckl_strerror(rc), why);
+    ix_free(ix);
+    return rc;
+  }
+  *out = ix;
+  return 0;
+}
+
+int ckl_index_open(const char *path, ckl_index **out) {
+  return ckl_index_openat(AT_FDCWD, path, out);
+}
+
+int ckl_index_parse(const void *buf, size_t len, ckl_index **out) {
+  if ((!buf && len > 0) || !out) return -EINVAL;
+  *out = NULL;
+  ckl_index *ix = calloc(1, sizeof *ix);
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!ix || !copy) {
+    free(ix);
+    free(copy);
+    return -ENOMEM;
+  }
+  if (len) memcpy(copy, buf, len);
+  ix->base = copy;
+  ix->len = len;
+  const char *why = "";
+  int rc = validate(ix, &why);
+  if (rc < 0) {
+    ckl__log_debug("index image: %s: %s", ckl_strerror(rc), why);
+    ix_free(ix);
+    return rc;
+  }
+  *out = ix;
+  return 0;
+}
+
+ckl_index_kind ckl_index_get_kind(const ckl_index *ix) { return ix->kind; }
+size_t ckl_index_count(const ckl_index *ix) { return ix->count; }
+uint64_t ckl_index_size(const ckl_index *ix) { return ix->total; }
+uint64_t ckl_index_chunk_size(const ckl_index *ix) { return ix->chunk_size; }
+int64_t ckl_index_ctime_ns(const ckl_index *ix) { return ix->ctime; }
+void ckl_index_uuid(const ckl_index *ix, uint8_t out[16]) { memcpy(out, ix->base + OFF_UUID, 16); }
+
+const ckl_digest *ckl_index_digest(const ckl_index *ix, size_t i) {
+  if (!ix || i >= ix->count) return NULL;
+  /* ckl_digest is a byte array (alignment 1): pointing into the map is fine. */
+  if (ix->kind == CKL_INDEX_DYNAMIC) return (const ckl_digest *)(ix->entries + i * DYN_ENTRY + 8);
+  return (const ckl_digest *)(ix->entries + i * FIX_ENTRY);
+}
+
+int ckl_index_range(const ckl_index *ix, size_t i, uint64_t *start, uint64_t *end) {
+  if (!ix || !start || !end || i >= ix->count) return -EINVAL;
+  if (ix->kind == CKL_INDEX_DYNAMIC) {
+    *start = i ? get_le(ix->entries + (i - 1) * DYN_ENTRY, 8) : 0;
+    *end = get_le(ix->entries + i * DYN_ENTRY, 8);
+  } else {
+    /* validate() proved count == ceil(total / cs), so i * cs < total. */
+    *start = (uint64_t)i * ix->chunk_size;
+    uint64_t e = *start + ix->chunk_size;
+    *end = e < ix->total ? e : ix->total;
+  }
+  return 0;
+}
+
+int ckl_index_kind_from_name(const char *name) {
+  if (!name) return 0;
+  size_t n = strlen(name);
+  if (n <= 5) return 0;
+  if (strcmp(name + n - 5, ".didx") == 0) return CKL_INDEX_DYNAMIC;
+  if (strcmp(name + n - 5, ".fidx") == 0) return CKL_INDEX_FIXED;
+  return 0;
+}
+
+/* ---- writer -------------------------------------------------------------- */
+
+struct ckl_index_writer {
+  ckl_index_kind kind;
+  uint64_t chunk_size;
+  unsigned flags;
+  int dirfd;           /* the target's directory (O_RDONLY: fsync-able) */
+  int fd;              /* the temp file */
+  char *base;          /* target name within dirfd */
+  char *tmp;           /* temp name within dirfd */
+  char *path;          /* as given, for messages */
+  uint8_t *buf;        /* header space + entries */
+  size_t len, cap;
+  uint64_t count;
+  uint64_t last;       /* dynamic: last end offset; fixed: bytes so far */
+  bool short_seen;     /* fixed: a chunk shorter than chunk_size was added */
+};
+
+static void writer_free(ckl_index_writer *w) {
+  ckl__close(w->fd);
+  ckl__close(w->dirfd);
+  free(w->base);
+  free(w->tmp);
+  free(w->path);
+  free(w->buf);
+  free(w);
+}
+
+static void drop_temp(ckl_index_writer *w) {
+  if (unlinkat(w->dirfd, w->tmp, 0) != 0 && errno != ENOENT)
+    ckl__log_warn("index %s: remove temp file %s: %s", w->path, w->tmp, strerror(errno));
+}
+
+/* Create and lock the temp file ".<base>.tmp-<16 hex>".
+ *
+ * The name and the OFD write lock follow ckl_atomic_begin() exactly, so
+ * ckl_atomic_cleanup() can judge an index temp file: locked means a writer
+ * is alive, unlocked means abandoned. Cleanup may run between our create
+ * and our lock; like ckl_atomic_begin we lock, then verify: if the lock is
+ * refused (a cleanup holds it) or the file is already unlinked, the file
+ * is the cleanup's, and we start over under a fresh name. */
+static int create_temp(ckl_index_writer *w) {
+  for (int attempt = 0; attempt < 16; attempt++) {
+    char rnd[17];
+    uint64_t r = ckl__random_u64();
+    ckl__hex_encode(&r, 8, rnd);
+    rnd[16] = '\0';
+    free(w->tmp);
+    if (asprintf(&w->tmp, ".%s.tmp-%s", w->base, rnd) < 0) {
+      w->tmp = NULL;
+      return -ENOMEM;
+    }
+    int fd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) continue;
+      int rc = -errno;
+      ckl__log_error("index %s: create temp file %s: %s", w->path, w->tmp, strerror(errno));
+      return rc;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+      int rc = -errno;
+      close(fd);
+      if (rc == -EAGAIN || rc == -EACCES) continue; /* a cleanup owns it now */
+      unlinkat(w->dirfd, w->tmp, 0);
+      ckl__log_error("index %s: lock temp file %s: %s", w->path, w->tmp, strerror(-rc));
+      return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_nlink == 0) {
+      close(fd); /* removed by a cleanup before we locked it */
+      continue;
+    }
+    w->fd = fd;
+    return 0;
+  }
+  ckl__log_error("index %s: could not create a temp file", w->path);
+  return -EEXIST;
+}
+
+int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chunk_size,
+                            unsigned flags, ckl_index_writer **out) {
+  if (!path || !out) return -EINVAL;
+  *out = NULL;
+  if ((kind != CKL_INDEX_DYNAMIC && kind != CKL_INDEX_FIXED) || (flags & ~CKL_ATOMIC_NOSYNC) != 0)
+    return -EINVAL;
+  if (kind == CKL_INDEX_FIXED && (chunk_size == 0 || chunk_size > CKL_CHUNK_MAX)) return -EINVAL;
+  const char *slash = strrchr(path, '/');
+  const char *base = slash ? slash + 1 : path;
+  if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) return -EINVAL;
+
+  ckl_index_writer *w = calloc(1, sizeof *w);
+  if (!w) return -ENOMEM;
+  w->fd = w->dirfd = -1;
+  w->kind = kind;
+  w->chunk_size = kind == CKL_INDEX_FIXED ? chunk_size : 0;
+  w->flags = flags;
+  w->path = strdup(path);
+  w->base = strdup(base);
+  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+  w->cap = HDR_LEN + 64 * DYN_ENTRY;
+  w->buf = calloc(1, w->cap);
+  if (!w->path || !w->base || !dir || !w->buf) {
+    free(dir);
+    writer_free(w);
+    return -ENOMEM;
+  }
+  w->len = HDR_LEN;
+  int rc = 0;
+  w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (w->dirfd < 0) {
+    rc = -errno;
+    ckl__log_error("index %s: open directory %s: %s", path, dir, strerror(errno));
+  }
+  free(dir);
+  if (rc == 0) rc = create_temp(w);
+  if (rc < 0) {
+    writer_free(w);
+    return rc;
+  }
+  if ((rc = CKL_FAILPOINT("index.write.after_create")) < 0) {
+    ckl_index_writer_abort(w);
+    return rc;
+  }
+  uint64_t r = ckl__random_u64();
+  put_le(w->buf + OFF_UUID, r, 8);
+  r = ckl__random_u64();
+  put_le(w->buf + OFF_UUID + 8, r, 8);
+  put_le(w->buf + OFF_CTIME, (uint64_t)ckl__now_realtime_ns(), 8);
+  *out = w;
+  return 0;
+}
+
+int ckl_index_writer_add(ckl_index_writer *w, uint64_t value, const ckl_digest *d) {
+  if (!w || !d) return -EINVAL;
+  if (w->kind == CKL_INDEX_DYNAMIC) {
+    if (value <= w->last || value - w->last > CKL_CHUNK_MAX) {
+      ckl__log_error("index %s: end offset %llu after %llu breaks the order/size rule", w->path,
+                     (unsigned long long)value, (unsigned long long)w->last);
+      return -EINVAL;
+    }
+  } else {
+    if (value == 0 || value > w->chunk_size || w->short_seen || value > UINT64_MAX - w->last) {
+      ckl__log_error("index %s: chunk %llu of %llu bytes breaks the fixed size %llu", w->path,
+                     (unsigned long long)w->count, (unsigned long long)value,
+                     (unsigned long long)w->chunk_size);
+      return -EINVAL;
+    }
+  }
+  size_t es = entry_size(w->kind);
+  if (w->cap - w->len < es) {
+    if (w->cap > SIZE_MAX / 2) return -ENOMEM;
+    uint8_t *nb = realloc(w->buf, w->cap * 2);
+    if (!nb) return -ENOMEM;
+    w->buf = nb;
+    w->cap *= 2;
+  }
+  uint8_t *e = w->buf + w->len;
+  if (w->kind == CKL_INDEX_DYNAMIC) {
+    put_le(e, value, 8);
+    memcpy(e + 8, d->b, CKL_DIGEST_LEN);
+    w->last = value;
+  } else {
+    memcpy(e, d->b, CKL_DIGEST_LEN);
+    w->last += value;
+    w->short_seen = value < w->chunk_size;
+  }
+  w->len += es;
+  w->count++;
+  return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int ckl_index_writer_commit(ckl_index_writer *w, ckl_digest *file_sha256) {
+  if (!w) return -EINVAL;
+  uint8_t *h = w->buf;
+  memcpy(h, w->kind == CKL_INDEX_DYNAMIC ? magic_dyn : magic_fix, 8);
+  put_le(h + OFF_VERSION, VERSION, 4);
+  put_le(h + OFF_HDRSIZE, HDR_LEN, 4);
+  put_le(h + OFF_COUNT, w->count, 8);
+  put_le(h + OFF_TOTAL, w->last, 8);
+  put_le(h + OFF_CHUNK, w->chunk_size, 8);
+  ckl_digest sha;
+  ckl_digest_compute(h + HDR_LEN, w->len - HDR_LEN, &sha);
+  memcpy(h + OFF_SHA, sha.b, CKL_DIGEST_LEN);
+  memset(h + OFF_RESERVED, 0, OFF_CRC - OFF_RESERVED);
+  put_le(h + OFF_CRC, ckl__crc32c(0, h, OFF_CRC), 4);
+
+  bool sync = !(w->flags & CKL_ATOMIC_NOSYNC);
+  int rc = write_all(w->fd, w->buf, w->len);
+  if (rc < 0) {
+    ckl__log_error("index %s: write %s: %s", w->path, w->tmp, strerror(-rc));
+    goto fail;
+  }
+  if ((rc = CKL_FAILPOINT("index.write.after_entries")) < 0) goto fail;
+  if (sync && fsync(w->fd) != 0) {
+    rc = -errno;
+    ckl__log_error("index %s: fsync %s: %s", w->path, w->tmp, strerror(errno));
+    goto fail;
+  }
+  if ((rc = CKL_FAILPOINT("index.write.before_commit")) < 0) goto fail;
+  /* The temp file stays open (and OFD-locked) across the rename so a
+   * concurrent ckl_atomic_cleanup never sees it as abandoned. */
+  if (renameat(w->dirfd, w->tmp, w->dirfd, w->base) != 0) {
+    rc = -errno;
+    ckl__log_error("index %s: rename %s: %s", w->path, w->tmp, strerror(errno));
+    goto fail;
+  }
+  if (file_sha256) ckl_digest_compute(w->buf, w->len, file_sha256);
+  /* Committed: the file stays even if what follows fails (the rename may
+   * then not be durable, so the error is still reported). */
+  rc = CKL_FAILPOINT("index.write.after_rename");
+  if (rc == 0 && sync && fsync(w->dirfd) != 0) {
+    rc = -errno;
+    ckl__log_error("index %s: fsync directory: %s", w->path, strerror(errno));
+  }
+  writer_free(w);
+  return rc;
+
+fail:
+  drop_temp(w);
+  writer_free(w);
+  return rc;
+}
+
+void ckl_index_writer_abort(ckl_index_writer *w) {
+  if (!w) return;
+  drop_temp(w);
+  writer_free(w);
+}
