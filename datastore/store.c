@@ -64,7 +64,7 @@ static int config_from_opts(const ckl_store_create_opts *o, ckl_store_config *cf
   if (!o) o = &defaults;
   memset(cfg, 0, sizeof *cfg);
   cfg->format = CKL_STORE_FORMAT;
-  cfg->sync = (o->set & CKL_STORE_SET_SYNC) ? o->sync : CKL_SYNC_FILESYSTEM;
+  cfg->sync = o->sync;
   cfg->chunk_average_size = o->chunk_average_size ? o->chunk_average_size
                                                   : CKL_STORE_DEFAULT_AVERAGE_SIZE;
   cfg->compress_level = o->compress_level ? o->compress_level : CKL_STORE_DEFAULT_COMPRESS_LEVEL;

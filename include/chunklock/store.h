@@ -58,13 +58,12 @@ extern "C" {
 #define CKL_MANIFEST_LOCK_TIMEOUT_MS 5000
 
 /** Bits of ckl_store_create_opts.set: fields whose zero is a real value. */
-#define CKL_STORE_SET_SYNC 0x1u          /* use .sync (else filesystem) */
-#define CKL_STORE_SET_ATIME_SAFETY 0x2u  /* use .gc_atime_safety_s */
-#define CKL_STORE_SET_MARGIN 0x4u        /* use .gc_margin_s */
+#define CKL_STORE_SET_ATIME_SAFETY 0x1u  /* use .gc_atime_safety_s */
+#define CKL_STORE_SET_MARGIN 0x2u        /* use .gc_margin_s */
 
 typedef struct ckl_store_create_opts {
   unsigned set;                  /* CKL_STORE_SET_* bits */
-  ckl_sync_policy sync;          /* with CKL_STORE_SET_SYNC */
+  ckl_sync_policy sync;          /* 0 = CKL_SYNC_FILESYSTEM (chunk.h) */
   uint32_t chunk_average_size;   /* 0 = 1 MiB; else a power of two in
                                     [64 KiB, 4 MiB] */
   int compress_level;            /* 0 = 3; -1 = never compress; 1..22 */

@@ -65,7 +65,7 @@ static int group_setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->dir = ckl_test_mkdtemp("manifest");
   f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_NONE};
+  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
   if (ckl_store_create(f->path, &o) != 0 || ckl_store_open(f->path, NULL, &f->st) != 0) return -1;
   if (ckl_snapshot_name_parse(SNAP, &f->sn) != 0) return -1;
   snprintf(f->snapdir, sizeof f->snapdir, "%s/" SNAP, f->path);

@@ -113,7 +113,7 @@ static void test_no_lost_update(void **state) {
   (void)state;
   char *dir = ckl_test_mkdtemp("manifest-mt");
   store_path = ckl_test_path(dir, "store");
-  ckl_store_create_opts co = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_NONE};
+  ckl_store_create_opts co = {.sync = CKL_SYNC_NONE};
   assert_int_equal(ckl_store_create(store_path, &co), 0);
   ckl_store *st;
   assert_int_equal(ckl_store_open(store_path, NULL, &st), 0);

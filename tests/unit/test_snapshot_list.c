@@ -36,7 +36,7 @@ static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->dir = ckl_test_mkdtemp("snaplist");
   f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_NONE};
+  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
   assert_int_equal(ckl_store_create(f->path, &o), 0);
   assert_int_equal(ckl_store_open(f->path, NULL, &f->st), 0);
   *state = f;

@@ -192,7 +192,7 @@ static void test_create_errors(void **state) {
       {.compress_level = -2},
       {.set = CKL_STORE_SET_MARGIN, .gc_margin_s = -1},
       {.set = CKL_STORE_SET_ATIME_SAFETY, .gc_atime_safety_s = 31536001},
-      {.set = CKL_STORE_SET_SYNC, .sync = (ckl_sync_policy)7},
+      {.sync = (ckl_sync_policy)7},
       {.locks_dir = "relative/locks"},
       {.locks_dir = "/trailing/"},
       {.locks_dir = "/bad\nname"},
@@ -414,7 +414,7 @@ static void test_half_created(void **state) {
   /* Finishing writes a new configuration (new uuid) and removes the
    * marker. */
   json_t *before = load_config(base);
-  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_FILE};
+  ckl_store_create_opts o = {.sync = CKL_SYNC_FILE};
   assert_int_equal(ckl_store_create(base, &o), 0);
   assert_int_equal(access(marker, F_OK), -1);
   json_t *after = load_config(base);
@@ -435,7 +435,7 @@ static void test_half_created(void **state) {
 static void create_with_options(fixture *f) {
   char *locks = ckl_test_path(f->dir, "locks");
   ckl_store_create_opts o = {
-      .set = CKL_STORE_SET_SYNC | CKL_STORE_SET_ATIME_SAFETY | CKL_STORE_SET_MARGIN,
+      .set = CKL_STORE_SET_ATIME_SAFETY | CKL_STORE_SET_MARGIN,
       .sync = CKL_SYNC_NONE,
       .chunk_average_size = 65536,
       .compress_level = -1,
