@@ -130,7 +130,7 @@ static ckl_digest digest_of_csum(void) {
   ckl_digest d;
   for (int i = 0; i < 32; i++) {
     unsigned v;
-    sscanf(CSUM + 2 * i, "%2x", &v);
+    sscanf(&CSUM[2 * i], "%2x", &v);
     d.b[i] = (uint8_t)v;
   }
   return d;
