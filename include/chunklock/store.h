@@ -136,7 +136,9 @@ CKL_EXTERN int ckl_store_create(const char *path, const ckl_store_create_opts *o
  *   CKL_EVERSION    the configuration's format is newer than this library
  *   CKL_ECORRUPT    chunklock.json is malformed JSON, has a duplicate key,
  *                   a value of the wrong type or out of range, or an
- *                   unknown key; the log names the file, line and column
+ *                   unknown key; or is not a regular file or over 64 KiB;
+ *                   the log names the file, line and column
+ *   -ELOOP          chunklock.json is a symlink (never followed)
  *   -EINVAL         opts->locks_dir is not an absolute path
  *   -ENOMEM, and any error of ckl_proclock_open or ckl_chunkstore_open
  *   (e.g. CKL_ENOTSTORE when .chunks is missing)
