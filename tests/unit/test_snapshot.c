@@ -159,7 +159,8 @@ static void test_explicit_length(void **state) {
   char *exact = malloc(len);
   memcpy(exact, "host/web/" T, len);
   assert_int_equal(ckl_snapshot_name_parsen(exact, len, &n), 0);
-  for (size_t k = 0; k < len; k++) assert_int_equal(ckl_snapshot_name_parsen(exact, k, &n), -EINVAL);
+  for (size_t k = 0; k < len; k++)
+    assert_int_equal(ckl_snapshot_name_parsen(exact, k, &n), -EINVAL);
   free(exact);
 
   ckl_group_name g;

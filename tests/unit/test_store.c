@@ -308,7 +308,8 @@ static void test_config_errors(void **state) {
 
   /* Wrong type: the position of the bad value, not of the document. */
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
-                                       "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": \"5\"},\n"
+                                       "  \"gc\": {\"atime_safety_s\": 87300, "
+                                       "\"margin_s\": \"5\"},\n"
                                        CFG_TAIL),
                    CKL_ECORRUPT);
   assert_logged("chunklock.json:5:47: gc.margin_s: expected an integer");
