@@ -46,57 +46,57 @@ const char *ckl_sync_policy_name(ckl_sync_policy p) {
 
 static bool locks_dir_ok(const char *s) {
   size_t n = strlen(s);
-  if (n < 2 || n > LOCKS_DIR_MAX || s[0] != '/' || s[n - 1] == '/' || strstr(s, "//"))
-    return false;
+  if (n < 2 || n > LOCKS_DIR_MAX || s[0] != '/' || s[n - 1] == '/' || strstr(s, "//")) return false;
   for (size_t i = 0; i < n; i++)
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
   return true;
 }
 
-static bool average_ok(long long v) {
-  return v >= AVG_MIN && v <= AVG_MAX && (v & (v - 1)) == 0;
-}
+static bool average_ok(long long v) { return v >= AVG_MIN && v <= AVG_MAX && (v & (v - 1)) == 0; }
 
 /* ---- configuration --------------------------------------------------- */
 
-static int config_from_opts(const ckl_store_create_opts *o, ckl_store_config *cfg) {
+static int config_from_opts(const char *path, const ckl_store_create_opts *o,
+                            ckl_store_config *cfg) {
   static const ckl_store_create_opts defaults = {0};
   if (!o) o = &defaults;
   memset(cfg, 0, sizeof *cfg);
   cfg->format = CKL_STORE_FORMAT;
-  cfg->sync = (o->set & CKL_STORE_SET_SYNC) ? o->sync : CKL_SYNC_FILESYSTEM;
-  cfg->chunk_average_size = o->chunk_average_size ? o->chunk_average_size
-                                                  : CKL_STORE_DEFAULT_AVERAGE_SIZE;
+  cfg->sync = o->sync;
+  cfg->chunk_average_size =
+      o->chunk_average_size ? o->chunk_average_size : CKL_STORE_DEFAULT_AVERAGE_SIZE;
   cfg->compress_level = o->compress_level ? o->compress_level : CKL_STORE_DEFAULT_COMPRESS_LEVEL;
   cfg->gc_atime_safety_s = (o->set & CKL_STORE_SET_ATIME_SAFETY) ? o->gc_atime_safety_s
                                                                  : CKL_STORE_DEFAULT_ATIME_SAFETY_S;
   cfg->gc_margin_s = (o->set & CKL_STORE_SET_MARGIN) ? o->gc_margin_s : CKL_STORE_DEFAULT_MARGIN_S;
   cfg->locks_dir = o->locks_dir;
   if (!ckl_sync_policy_name(cfg->sync)) {
-    ckl__log_error("store create: unknown sync policy %d", (int)cfg->sync);
+    ckl__log_error("%s: store create: unknown sync policy %d", path, (int)cfg->sync);
     return -EINVAL;
   }
   if (!average_ok(cfg->chunk_average_size)) {
-    ckl__log_error("store create: chunk average size %u is not a power of two in [%u, %u]",
-                   cfg->chunk_average_size, AVG_MIN, AVG_MAX);
+    ckl__log_error("%s: store create: chunk average size %u is not a power of two in [%u, %u]",
+                   path, cfg->chunk_average_size, AVG_MIN, AVG_MAX);
     return -EINVAL;
   }
   if (cfg->compress_level < -1 || cfg->compress_level > 22) {
-    ckl__log_error("store create: compress level %d is not in [-1, 22]", cfg->compress_level);
+    ckl__log_error("%s: store create: compress level %d is not in [-1, 22]", path,
+                   cfg->compress_level);
     return -EINVAL;
   }
   if (cfg->gc_atime_safety_s < 0 || cfg->gc_atime_safety_s > ATIME_SAFETY_MAX_S) {
-    ckl__log_error("store create: atime safety %lld s is not in [0, %d]",
+    ckl__log_error("%s: store create: atime safety %lld s is not in [0, %d]", path,
                    (long long)cfg->gc_atime_safety_s, ATIME_SAFETY_MAX_S);
     return -EINVAL;
   }
   if (cfg->gc_margin_s < 0 || cfg->gc_margin_s > MARGIN_MAX_S) {
-    ckl__log_error("store create: GC margin %lld s is not in [0, %d]",
+    ckl__log_error("%s: store create: GC margin %lld s is not in [0, %d]", path,
                    (long long)cfg->gc_margin_s, MARGIN_MAX_S);
     return -EINVAL;
   }
   if (cfg->locks_dir && !locks_dir_ok(cfg->locks_dir)) {
-    ckl__log_error("store create: locks_dir \"%s\" is not an absolute path", cfg->locks_dir);
+    ckl__log_error("%s: store create: locks_dir \"%s\" is not an absolute path", path,
+                   cfg->locks_dir);
     return -EINVAL;
   }
   int rc = ckl__random_token(cfg->uuid);
@@ -107,13 +107,13 @@ static int config_from_opts(const ckl_store_create_opts *o, ckl_store_config *cf
 
 /* Serialised configuration (malloc'd, newline-terminated) or NULL. */
 static char *config_dump(const ckl_store_config *cfg) {
-  json_t *root = json_pack(
-      "{s:i, s:s, s:s, s:{s:I, s:i}, s:s, s:{s:I, s:I}, s:o}", "format", cfg->format, "uuid",
-      cfg->uuid, "created", cfg->created, "chunk", "average_size",
-      (json_int_t)cfg->chunk_average_size, "compress_level", cfg->compress_level, "sync",
-      ckl_sync_policy_name(cfg->sync), "gc", "atime_safety_s", (json_int_t)cfg->gc_atime_safety_s,
-      "margin_s", (json_int_t)cfg->gc_margin_s, "locks_dir",
-      cfg->locks_dir ? json_string(cfg->locks_dir) : json_null());
+  json_t *root =
+      json_pack("{s:i, s:s, s:s, s:{s:I, s:i}, s:s, s:{s:I, s:I}, s:o}", "format", cfg->format,
+                "uuid", cfg->uuid, "created", cfg->created, "chunk", "average_size",
+                (json_int_t)cfg->chunk_average_size, "compress_level", cfg->compress_level, "sync",
+                ckl_sync_policy_name(cfg->sync), "gc", "atime_safety_s",
+                (json_int_t)cfg->gc_atime_safety_s, "margin_s", (json_int_t)cfg->gc_margin_s,
+                "locks_dir", cfg->locks_dir ? json_string(cfg->locks_dir) : json_null());
   if (!root) return NULL;
   char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(root);
@@ -139,7 +139,7 @@ static bool is_lower_hex(const char *s, size_t n) {
  * of a configured locks_dir (NULL if none). */
 static int config_parse(const char *file, const char *raw, size_t len, ckl_store_config *cfg,
                         char **locks_dir) {
-  static const char *const top_keys[] = {"format", "uuid", "created", "chunk",
+  static const char *const top_keys[] = {"format", "uuid", "created",   "chunk",
                                          "sync",   "gc",   "locks_dir", NULL};
   static const char *const chunk_keys[] = {"average_size", "compress_level", NULL};
   static const char *const gc_keys[] = {"atime_safety_s", "margin_s", NULL};
@@ -249,9 +249,12 @@ static int fsync_parent(const char *path) {
   int rc = ckl__pathf(buf, sizeof buf, "%s", path);
   if (rc < 0) return rc;
   char *slash = strrchr(buf, '/');
-  if (slash == buf) buf[1] = '\0';
-  else if (slash) *slash = '\0';
-  else ckl__strlcpy(buf, ".", sizeof buf);
+  if (slash == buf)
+    buf[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    ckl__strlcpy(buf, ".", sizeof buf);
   int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -errno;
   rc = fsync_dirfd(fd);
@@ -339,7 +342,7 @@ static int create_steps(const char *path, int dfd, const ckl_store_config *cfg) 
 int ckl_store_create(const char *path, const ckl_store_create_opts *opts) {
   if (!path || !*path) return -EINVAL;
   ckl_store_config cfg;
-  int rc = config_from_opts(opts, &cfg);
+  int rc = config_from_opts(path, opts, &cfg);
   if (rc < 0) return rc;
 
   bool made = mkdir(path, 0755) == 0;
@@ -357,8 +360,7 @@ int ckl_store_create(const char *path, const ckl_store_create_opts *opts) {
   }
   char marker[PATH_MAX];
   ckl_path_lock lk = {0};
-  if ((rc = ckl__pathf(marker, sizeof marker, "%s/" CKL_STORE_CREATING_NAME, path)) < 0)
-    goto out;
+  if ((rc = ckl__pathf(marker, sizeof marker, "%s/" CKL_STORE_CREATING_NAME, path)) < 0) goto out;
 
   struct stat st;
   bool resume = fstatat(dfd, CKL_STORE_CREATING_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -395,8 +397,10 @@ int ckl_store_create(const char *path, const ckl_store_create_opts *opts) {
      * to completion or started filling the directory: check again, now
      * that no create can run. */
     static const char *const ours[] = {CKL_STORE_CREATING_NAME, NULL};
-    if (fstatat(dfd, CKL_STORE_CONFIG_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0) rc = -EEXIST;
-    else if ((rc = count_foreign_entries(dfd, ours)) > 0) rc = -ENOTEMPTY;
+    if (fstatat(dfd, CKL_STORE_CONFIG_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0)
+      rc = -EEXIST;
+    else if ((rc = count_foreign_entries(dfd, ours)) > 0)
+      rc = -ENOTEMPTY;
     if (rc < 0) {
       ckl__log_error("%s: %s", path,
                      rc == -EEXIST ? "already a store" : "not empty, refusing to create a store");
@@ -505,7 +509,8 @@ int ckl_store_open(const char *path, const ckl_store_open_opts *opts, ckl_store 
   }
   struct stat sb;
   if (fstatat(st->dirfd, CKL_STORE_CREATING_NAME, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
-    ckl__log_error("%s/" CKL_STORE_CREATING_NAME ": the store's creation was interrupted or is "
+    ckl__log_error("%s/" CKL_STORE_CREATING_NAME
+                   ": the store's creation was interrupted or is "
                    "running; create it again to finish it",
                    st->path);
     rc = CKL_EHALFCREATED;
@@ -565,8 +570,7 @@ int ckl__store_snapshot_lock_path(const ckl_store *st, const ckl_snapshot_name *
 int ckl__store_manifest_lock_path(const ckl_store *st, const ckl_snapshot_name *n, char *buf,
                                   size_t len) {
   if (!ckl__snapshot_name_ok(n)) return -EINVAL;
-  return ckl__pathf(buf, len, "%s/%s/%s/%s.manifest.lck", st->locks_root, n->type, n->id,
-                    n->time);
+  return ckl__pathf(buf, len, "%s/%s/%s/%s.manifest.lck", st->locks_root, n->type, n->id, n->time);
 }
 
 int ckl__store_make_lock_parents(const ckl_store *st, const char *lock_path) {

@@ -58,13 +58,12 @@ extern "C" {
 #define CKL_MANIFEST_LOCK_TIMEOUT_MS 5000
 
 /** Bits of ckl_store_create_opts.set: fields whose zero is a real value. */
-#define CKL_STORE_SET_SYNC 0x1u          /* use .sync (else filesystem) */
-#define CKL_STORE_SET_ATIME_SAFETY 0x2u  /* use .gc_atime_safety_s */
-#define CKL_STORE_SET_MARGIN 0x4u        /* use .gc_margin_s */
+#define CKL_STORE_SET_ATIME_SAFETY 0x1u  /* use .gc_atime_safety_s */
+#define CKL_STORE_SET_MARGIN 0x2u        /* use .gc_margin_s */
 
 typedef struct ckl_store_create_opts {
   unsigned set;                  /* CKL_STORE_SET_* bits */
-  ckl_sync_policy sync;          /* with CKL_STORE_SET_SYNC */
+  ckl_sync_policy sync;          /* 0 = CKL_SYNC_FILESYSTEM (chunk.h) */
   uint32_t chunk_average_size;   /* 0 = 1 MiB; else a power of two in
                                     [64 KiB, 4 MiB] */
   int compress_level;            /* 0 = 3; -1 = never compress; 1..22 */
@@ -137,7 +136,9 @@ CKL_EXTERN int ckl_store_create(const char *path, const ckl_store_create_opts *o
  *   CKL_EVERSION    the configuration's format is newer than this library
  *   CKL_ECORRUPT    chunklock.json is malformed JSON, has a duplicate key,
  *                   a value of the wrong type or out of range, or an
- *                   unknown key; the log names the file, line and column
+ *                   unknown key; or is not a regular file or over 64 KiB;
+ *                   the log names the file, line and column
+ *   -ELOOP          chunklock.json is a symlink (never followed)
  *   -EINVAL         opts->locks_dir is not an absolute path
  *   -ENOMEM, and any error of ckl_proclock_open or ckl_chunkstore_open
  *   (e.g. CKL_ENOTSTORE when .chunks is missing)

@@ -7,6 +7,9 @@
 // ctest-labels: threads
 #include "testutil.h"
 
+#include <limits.h>
+#define BIG (2 * PATH_MAX) /* room for a path plus a suffix, without truncation warnings */
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -52,40 +55,54 @@ typedef struct fixture {
   char *dir, *path;
   ckl_store *st;
   ckl_snapshot_name sn;
-  char snapdir[PATH_MAX];
-  char mpath[PATH_MAX]; /* index.json */
+  char snapdir[BIG];
+  char mpath[BIG + 16]; /* index.json */
 } fixture;
 
-static int setup(void **state) {
+/* One store for the file (making one costs seconds on a busy disk); each
+ * test starts from an empty snapshot directory SNAP. */
+static int group_setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->dir = ckl_test_mkdtemp("manifest");
   f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_NONE};
-  assert_int_equal(ckl_store_create(f->path, &o), 0);
-  assert_int_equal(ckl_store_open(f->path, NULL, &f->st), 0);
-  assert_int_equal(ckl_snapshot_name_parse(SNAP, &f->sn), 0);
-  snprintf(f->snapdir, sizeof f->snapdir, "%s/host", f->path);
-  mkdir(f->snapdir, 0755);
-  snprintf(f->snapdir, sizeof f->snapdir, "%s/host/web", f->path);
-  mkdir(f->snapdir, 0755);
+  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
+  if (ckl_store_create(f->path, &o) != 0 || ckl_store_open(f->path, NULL, &f->st) != 0) return -1;
+  if (ckl_snapshot_name_parse(SNAP, &f->sn) != 0) return -1;
   snprintf(f->snapdir, sizeof f->snapdir, "%s/" SNAP, f->path);
-  assert_int_equal(mkdir(f->snapdir, 0755), 0);
   snprintf(f->mpath, sizeof f->mpath, "%s/index.json", f->snapdir);
-  log_clear();
-  ckl_log_set(capture, NULL, CKL_LOG_DEBUG);
   *state = f;
   return 0;
 }
 
-static int teardown(void **state) {
+static int group_teardown(void **state) {
   fixture *f = *state;
-  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  ckl_failpoint_disarm_all();
   ckl_store_close(f->st);
   ckl_test_rmtree(f->dir);
   free(f->path);
   free(f->dir);
   free(f);
+  return 0;
+}
+
+static int setup(void **state) {
+  fixture *f = *state;
+  char *host = ckl_test_path(f->path, "host");
+  ckl_test_rmtree(host);
+  assert_int_equal(mkdir(host, 0755), 0);
+  char *web = ckl_test_path(host, "web");
+  assert_int_equal(mkdir(web, 0755), 0);
+  assert_int_equal(mkdir(f->snapdir, 0755), 0);
+  free(web);
+  free(host);
+  log_clear();
+  ckl_log_set(capture, NULL, CKL_LOG_DEBUG);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
+  ckl_failpoint_disarm_all();
   return 0;
 }
 
@@ -113,7 +130,7 @@ static ckl_digest digest_of_csum(void) {
   ckl_digest d;
   for (int i = 0; i < 32; i++) {
     unsigned v;
-    sscanf(CSUM + 2 * i, "%2x", &v);
+    sscanf(&CSUM[2 * i], "%2x", &v);
     d.b[i] = (uint8_t)v;
   }
   return d;
@@ -140,16 +157,18 @@ static void test_write_new_exact_bytes(void **state) {
   assert_int_equal(ckl_manifest_write_new(f->st, &f->sn, m, 0), -EEXIST);
   assert_logged("index.json: already exists");
 
-  /* Compact form, on another snapshot. */
+  /* Compact form, on another snapshot. m names SNAP, not other: refused
+   * (before anything else is looked at). */
   ckl_snapshot_name other;
   assert_int_equal(ckl_snapshot_name_parse("host/web/2026-11-22T00:00:00Z", &other), 0);
+  log_clear();
+  assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), CKL_ECORRUPT);
+  assert_logged("snapshot: names another snapshot");
+  json_object_set_new(m, "snapshot", json_string("host/web/2026-11-22T00:00:00Z"));
   assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), -ENOENT);
-  char p[PATH_MAX];
+  char p[BIG];
   ckl_snapshot_path(f->st, &other, p, sizeof p);
   assert_int_equal(mkdir(p, 0755), 0);
-  /* m names SNAP, not other: refused. */
-  assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), CKL_ECORRUPT);
-  json_object_set_new(m, "snapshot", json_string("host/web/2026-11-22T00:00:00Z"));
   assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), 0);
   strncat(p, "/index.json", sizeof p - strlen(p) - 1);
   got = ckl_test_read_file(p, &len);
@@ -386,7 +405,7 @@ static void test_update(void **state) {
                  0);
   /* No lock file beside the manifest: only the lock namespace has one. */
   assert_int_equal(ckl_test_count_entries(f->snapdir, NULL), 1);
-  char lockfile[PATH_MAX];
+  char lockfile[BIG];
   snprintf(lockfile, sizeof lockfile, "%s/host/web/2026-11-21T15:07:43Z.manifest.lck",
            ckl_store_locks_root(f->st));
   assert_int_equal(access(lockfile, F_OK), 0);
@@ -401,7 +420,7 @@ static void test_update_missing(void **state) {
   ckl_snapshot_name nope;
   assert_int_equal(ckl_snapshot_name_parse("host/nope/2026-11-21T15:07:43Z", &nope), 0);
   assert_int_equal(ckl_update_manifest(f->st, &nope, set_notes, "x", NULL), -ENOENT);
-  char p[PATH_MAX];
+  char p[BIG];
   snprintf(p, sizeof p, "%s/host/nope", ckl_store_locks_root(f->st));
   assert_int_equal(access(p, F_OK), -1);
 }
@@ -485,5 +504,5 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_update_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lock_spans_load_to_write, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -159,7 +159,8 @@ static void test_explicit_length(void **state) {
   char *exact = malloc(len);
   memcpy(exact, "host/web/" T, len);
   assert_int_equal(ckl_snapshot_name_parsen(exact, len, &n), 0);
-  for (size_t k = 0; k < len; k++) assert_int_equal(ckl_snapshot_name_parsen(exact, k, &n), -EINVAL);
+  for (size_t k = 0; k < len; k++)
+    assert_int_equal(ckl_snapshot_name_parsen(exact, k, &n), -EINVAL);
   free(exact);
 
   ckl_group_name g;
@@ -245,7 +246,8 @@ static void test_archive_names(void **state) {
 static void test_random_roundtrip(void **state) {
   (void)state;
   static const char alphabet[] = "ab0-_./TZ:19\0\x01\xff/";
-  const char *seeds[] = {"host/web/" T, "ct/100/2024-02-29T23:59:59Z", "a/b/0000-01-01T00:00:00Z"};
+  const char *seeds[] = {"host/web/2026-11-21T15:07:43Z", "ct/100/2024-02-29T23:59:59Z",
+                         "a/b/0000-01-01T00:00:00Z"};
   srand(4242);
   int accepted = 0;
   for (int i = 0; i < 200000; i++) {

@@ -6,7 +6,11 @@
 // ctest-labels: threads
 #include "testutil.h"
 
+#include <limits.h>
+#define BIG (2 * PATH_MAX) /* room for a path plus a suffix, without truncation warnings */
+
 #include <errno.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "datastore/store_internal.h"
 
 typedef struct fixture {
@@ -23,11 +29,14 @@ typedef struct fixture {
   ckl_store *st;
 } fixture;
 
+/* One store for the whole file (making one costs seconds on a busy disk);
+ * each test uses its own group, and test_list, which asserts the complete
+ * listing, runs first. */
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->dir = ckl_test_mkdtemp("snaplist");
   f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.set = CKL_STORE_SET_SYNC, .sync = CKL_SYNC_NONE};
+  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
   assert_int_equal(ckl_store_create(f->path, &o), 0);
   assert_int_equal(ckl_store_open(f->path, NULL, &f->st), 0);
   *state = f;
@@ -36,7 +45,6 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  ckl_failpoint_disarm_all();
   ckl_store_close(f->st);
   ckl_test_rmtree(f->dir);
   free(f->path);
@@ -47,7 +55,7 @@ static int teardown(void **state) {
 
 /* mkdir -p of STORE/rel. */
 static void mkdirs(fixture *f, const char *rel) {
-  char p[PATH_MAX];
+  char p[BIG];
   snprintf(p, sizeof p, "%s/%s", f->path, rel);
   for (char *s = p + strlen(f->path) + 1; *s; s++) {
     if (*s != '/') continue;
@@ -59,22 +67,23 @@ static void mkdirs(fixture *f, const char *rel) {
 }
 
 static void touch(fixture *f, const char *rel) {
-  char p[PATH_MAX];
+  char p[BIG];
   snprintf(p, sizeof p, "%s/%s", f->path, rel);
   ckl_test_write_file(p, "x", 1);
 }
 
 static void link_in(fixture *f, const char *target, const char *rel) {
-  char p[PATH_MAX];
+  char p[BIG];
   snprintf(p, sizeof p, "%s/%s", f->path, rel);
   assert_int_equal(symlink(target, p), 0);
 }
 
 static bool exists(const char *dir, const char *rel) {
-  char p[PATH_MAX];
-  snprintf(p, sizeof p, "%s/%s", dir, rel);
+  char *p = ckl_test_path(dir, rel);
   struct stat st;
-  return lstat(p, &st) == 0;
+  bool yes = lstat(p, &st) == 0;
+  free(p);
+  return yes;
 }
 
 static ckl_snapshot_name snap(const char *s) {
@@ -169,10 +178,10 @@ static void test_list(void **state) {
   assert_int_equal(n, 0);
   ckl_snapshot_list_free(list, n);
 
-  char p[PATH_MAX];
+  char p[BIG];
   ckl_snapshot_name sn = snap("host/web/2026-03-01T12:00:00Z");
   assert_true(ckl_snapshot_path(f->st, &sn, p, sizeof p) > 0);
-  char expect[PATH_MAX];
+  char expect[BIG];
   snprintf(expect, sizeof expect, "%s/host/web/2026-03-01T12:00:00Z", ckl_store_path(f->st));
   assert_string_equal(p, expect);
 }
@@ -180,16 +189,16 @@ static void test_list(void **state) {
 static void test_lock_paths_and_busy(void **state) {
   fixture *f = *state;
   const char *root = ckl_store_locks_root(f->st);
-  ckl_snapshot_name sn = snap("host/web/2026-03-01T12:00:00Z");
-  ckl_group_name g = {.type = "host", .id = "web"};
-  mkdirs(f, "host/web/2026-03-01T12:00:00Z");
+  ckl_snapshot_name sn = snap("host/locks/2026-03-01T12:00:00Z");
+  ckl_group_name g = {.type = "host", .id = "locks"};
+  mkdirs(f, "host/locks/2026-03-01T12:00:00Z");
 
   ckl_path_lock gl = {0}, gl2 = {0};
   ckl_holder who = {0};
   ckl_snap_lock_opts bo = {.operation = "backup"};
   ckl_snap_lock_opts po = {.operation = "prune", .busy_holder = &who};
   assert_int_equal(ckl_group_lock(f->st, &g, &gl, &bo), 0);
-  assert_true(exists(root, "host/web.lck"));
+  assert_true(exists(root, "host/locks.lck"));
   assert_int_equal(ckl_group_lock(f->st, &g, &gl2, &po), CKL_EBUSY);
   assert_int_equal(gl2.held, 0);
   assert_int_equal(who.known, 1);
@@ -203,7 +212,7 @@ static void test_lock_paths_and_busy(void **state) {
   ckl_path_lock r1 = {0}, r2 = {0}, w = {0};
   assert_int_equal(ckl_snapshot_lock(f->st, &sn, CKL_LOCK_SHARED, &r1, NULL), 0);
   assert_int_equal(ckl_snapshot_lock(f->st, &sn, CKL_LOCK_SHARED, &r2, NULL), 0);
-  assert_true(exists(root, "host/web/2026-03-01T12:00:00Z.lck"));
+  assert_true(exists(root, "host/locks/2026-03-01T12:00:00Z.lck"));
   memset(&who, 0, sizeof who);
   ckl_snap_lock_opts fo = {.operation = "forget", .busy_holder = &who};
   assert_int_equal(ckl_snapshot_lock(f->st, &sn, CKL_LOCK_EXCLUSIVE, &w, &fo), CKL_EBUSY);
@@ -223,7 +232,7 @@ static void test_lock_paths_and_busy(void **state) {
   ckl_path_lock m1 = {0}, m2 = {0};
   ckl_snap_lock_opts vo = {.operation = "verify"};
   assert_int_equal(ckl_manifest_lock(f->st, &sn, &m1, &vo), 0);
-  assert_true(exists(root, "host/web/2026-03-01T12:00:00Z.manifest.lck"));
+  assert_true(exists(root, "host/locks/2026-03-01T12:00:00Z.manifest.lck"));
   memset(&who, 0, sizeof who);
   ckl_snap_lock_opts to = {.timeout_ms = 30, .busy_holder = &who};
   assert_int_equal(ckl_manifest_lock(f->st, &sn, &m2, &to), CKL_ETIMEDOUT);
@@ -234,7 +243,7 @@ static void test_lock_paths_and_busy(void **state) {
   assert_int_equal(ckl_path_lock_release(&m2), 0);
 
   /* Nothing was created inside the snapshot (data) directory. */
-  char snapdir[PATH_MAX];
+  char snapdir[BIG];
   ckl_snapshot_path(f->st, &sn, snapdir, sizeof snapdir);
   assert_int_equal(ckl_test_count_entries(snapdir, NULL), 0);
 
@@ -298,7 +307,7 @@ static void forgotten_while_locking(fixture *f, ckl_lock_mode mode, int manifest
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
   assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, 10000), 0);
-  char p[PATH_MAX];
+  char p[BIG];
   snprintf(p, sizeof p, "%s/host/gone/2026-03-01T12:00:00Z", f->path);
   assert_int_equal(rmdir(p), 0);
   ckl_failpoint_disarm("flock.before_lock");
@@ -319,9 +328,9 @@ static void test_forgotten_while_locking(void **state) {
 
 static void test_lock_order(void **state) {
   fixture *f = *state;
-  mkdirs(f, "host/web/2026-03-01T12:00:00Z");
-  ckl_snapshot_name sn = snap("host/web/2026-03-01T12:00:00Z");
-  ckl_group_name g = {.type = "host", .id = "web"};
+  mkdirs(f, "host/order/2026-03-01T12:00:00Z");
+  ckl_snapshot_name sn = snap("host/order/2026-03-01T12:00:00Z");
+  ckl_group_name g = {.type = "host", .id = "order"};
   ckl_lock_order order = {0};
   ckl_snap_lock_opts o = {.order = &order, .operation = "forget"};
   ckl_path_lock gl = {0}, sl = {0}, ml = {0};
@@ -342,8 +351,8 @@ static int reversed_order_child(void *p) {
   fixture *f = p;
   ckl_store *st;
   if (ckl_store_open(f->path, NULL, &st) != 0) return 1;
-  ckl_snapshot_name sn = snap("host/web/2026-03-01T12:00:00Z");
-  ckl_group_name g = {.type = "host", .id = "web"};
+  ckl_snapshot_name sn = snap("host/order/2026-03-01T12:00:00Z");
+  ckl_group_name g = {.type = "host", .id = "order"};
   ckl_lock_order order = {0};
   ckl_snap_lock_opts o = {.order = &order};
   ckl_path_lock ml = {0}, gl = {0};
@@ -356,78 +365,109 @@ static int reversed_order_child(void *p) {
  * builds, abort()). Run in a child so either outcome is observable. */
 static void test_lock_order_violation(void **state) {
   fixture *f = *state;
-  mkdirs(f, "host/web/2026-03-01T12:00:00Z");
+  mkdirs(f, "host/order/2026-03-01T12:00:00Z");
   int status = ckl_test_wait(ckl_test_fork(reversed_order_child, f));
   assert_true(status == 42 || status == 128 + 6);
 }
 
+static int tree_count;
+static int count_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)p;
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  tree_count++;
+  return 0;
+}
+
+/* Entries below dir, recursively (dir itself included). */
+static int count_tree(const char *dir) {
+  tree_count = 0;
+  assert_int_equal(nftw(dir, count_cb, 16, FTW_PHYS), 0);
+  return tree_count;
+}
+
 /* With a locks_dir, every lock file lives under <locks_dir>/<uuid>/ and
- * nothing appears under STORE/.locks. */
+ * nothing appears under STORE/.locks (nor in the snapshot directory). */
 static void check_external_locks(fixture *f, ckl_store *st, const char *locks) {
-  char root[PATH_MAX];
-  snprintf(root, sizeof root, "%s/%s", locks, ckl_store_get_config(st)->uuid);
+  char *root = ckl_test_path(locks, ckl_store_get_config(st)->uuid);
   assert_string_equal(ckl_store_locks_root(st), root);
-  mkdirs(f, "host/web/2026-03-01T12:00:00Z");
-  ckl_snapshot_name sn = snap("host/web/2026-03-01T12:00:00Z");
-  ckl_group_name g = {.type = "host", .id = "web"};
+  char *inside = ckl_test_path(f->path, ".locks");
+  int before = count_tree(inside);
+  mkdirs(f, "host/ext/2026-03-01T12:00:00Z");
+  ckl_snapshot_name sn = snap("host/ext/2026-03-01T12:00:00Z");
+  ckl_group_name g = {.type = "host", .id = "ext"};
   ckl_path_lock gl = {0}, sl = {0}, ml = {0};
   assert_int_equal(ckl_group_lock(st, &g, &gl, NULL), 0);
   assert_int_equal(ckl_snapshot_lock(st, &sn, CKL_LOCK_EXCLUSIVE, &sl, NULL), 0);
   assert_int_equal(ckl_manifest_lock(st, &sn, &ml, NULL), 0);
-  assert_true(exists(root, "host/web.lck"));
-  assert_true(exists(root, "host/web/2026-03-01T12:00:00Z.lck"));
-  assert_true(exists(root, "host/web/2026-03-01T12:00:00Z.manifest.lck"));
+  assert_true(exists(root, "host/ext.lck"));
+  assert_true(exists(root, "host/ext/2026-03-01T12:00:00Z.lck"));
+  assert_true(exists(root, "host/ext/2026-03-01T12:00:00Z.manifest.lck"));
   struct stat sb;
   assert_int_equal(stat(root, &sb), 0);
   assert_int_equal(sb.st_mode & 0777, 0700);
-  char p[PATH_MAX];
-  snprintf(p, sizeof p, "%s/host/web", root);
+  char *p = ckl_test_path(root, "host/ext");
   assert_int_equal(stat(p, &sb), 0);
   assert_int_equal(sb.st_mode & 0777, 0700);
+  free(p);
   ckl_path_lock_release(&ml);
   ckl_path_lock_release(&sl);
   ckl_path_lock_release(&gl);
-  snprintf(p, sizeof p, "%s/.locks", f->path);
+  assert_int_equal(count_tree(inside), before);
+  assert_false(exists(inside, "host/ext"));
+  assert_false(exists(inside, "host/ext.lck"));
+  p = ckl_test_path(f->path, "host/ext/2026-03-01T12:00:00Z");
   assert_int_equal(ckl_test_count_entries(p, NULL), 0);
-  snprintf(p, sizeof p, "%s/host/web/2026-03-01T12:00:00Z", f->path);
-  assert_int_equal(ckl_test_count_entries(p, NULL), 0);
+  free(p);
+  free(inside);
+  free(root);
 }
 
 static void test_locks_dir(void **state) {
   fixture *f = *state;
-  /* Configured at create time (the directory itself is created on demand). */
-  char *store2 = ckl_test_path(f->dir, "store2");
-  char *locks = ckl_test_path(f->dir, "run-locks");
-  ckl_store_create_opts o = {.locks_dir = locks, .set = CKL_STORE_SET_SYNC,
-                             .sync = CKL_SYNC_NONE};
-  assert_int_equal(ckl_store_create(store2, &o), 0);
-  fixture f2 = {.dir = f->dir, .path = store2};
-  ckl_store *st;
-  assert_int_equal(ckl_store_open(store2, NULL, &st), 0);
-  check_external_locks(&f2, st, locks);
-  ckl_store_close(st);
-
   /* Given at open time to a store created without one. */
   char *other = ckl_test_path(f->dir, "tmpfs-locks");
   assert_int_equal(mkdir(other, 0755), 0);
   ckl_store_open_opts oo = {.locks_dir = other};
+  ckl_store *st;
   assert_int_equal(ckl_store_open(f->path, &oo, &st), 0);
   check_external_locks(f, st, other);
   ckl_store_close(st);
-  free(other);
+
+  /* Configured in chunklock.json (ckl_store_create writes it there, see
+   * test_store); the directory itself is created on demand. */
+  char *cfg = ckl_test_path(f->path, CKL_STORE_CONFIG_NAME);
+  size_t len;
+  char *saved = ckl_test_read_file(cfg, &len);
+  json_t *j = json_loads(saved, 0, NULL);
+  assert_non_null(j);
+  char *locks = ckl_test_path(f->dir, "run-locks");
+  json_object_set_new(j, "locks_dir", json_string(locks));
+  char *text = json_dumps(j, JSON_SORT_KEYS | JSON_INDENT(2));
+  ckl_test_write_file(cfg, text, strlen(text));
+  assert_int_equal(ckl_store_open(f->path, NULL, &st), 0);
+  assert_string_equal(ckl_store_get_config(st)->locks_dir, locks);
+  check_external_locks(f, st, locks);
+  ckl_store_close(st);
+  ckl_test_write_file(cfg, saved, len);
+  free(text);
+  json_decref(j);
+  free(saved);
+  free(cfg);
   free(locks);
-  free(store2);
+  free(other);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_list, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_lock_paths_and_busy, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_lock_missing_snapshot, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_forgotten_while_locking, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_lock_order, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_lock_order_violation, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_locks_dir, setup, teardown),
+      cmocka_unit_test(test_list),
+      cmocka_unit_test(test_lock_paths_and_busy),
+      cmocka_unit_test(test_lock_missing_snapshot),
+      cmocka_unit_test(test_forgotten_while_locking),
+      cmocka_unit_test(test_lock_order),
+      cmocka_unit_test(test_lock_order_violation),
+      cmocka_unit_test(test_locks_dir),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, setup, teardown);
 }
