@@ -19,8 +19,7 @@ void gcfx_open(gcfx *f) {
   char *base = ckl_test_mkdtemp("gc");
   f->dir = ckl_test_path(base, "store");
   free(base);
-  ckl_store_create_opts co = {.set = CKL_STORE_SET_ATIME_SAFETY | CKL_STORE_SET_MARGIN |
-                                     CKL_STORE_SET_SYNC,
+  ckl_store_create_opts co = {.set = CKL_STORE_SET_ATIME_SAFETY | CKL_STORE_SET_MARGIN,
                               .sync = CKL_SYNC_NONE,
                               .gc_atime_safety_s = 0,
                               .gc_margin_s = 1};

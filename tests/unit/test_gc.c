@@ -196,6 +196,7 @@ static void test_two_gcs_threads(void **state) {
   assert_string_equal(who.operation, "gc");
   ckl_failpoint_release("gc.begin.after_state");
   pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
   assert_int_equal(t.rc, 0);
   assert_int_equal(gcfx_gc_active(f), 0);
 }
@@ -266,6 +267,7 @@ static void test_proxmox_race(void **state) {
   assert_int_equal(gcfx_forget(f, S0), 1);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
   assert_int_equal(t.rc, 0);
   assert_true(gcfx_has(f, 2));
   assert_true(gcfx_has(f, 10));
@@ -302,6 +304,7 @@ static void test_forget_before_removed_set(void **state) {
   assert_int_equal(gcfx_forget(f, S2), 1);
   ckl_failpoint_release("gc.mark.before_removed_set");
   pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
   assert_int_equal(t.rc, 0);
   assert_int_equal(t.r.removed_set_snapshots, 1);
   assert_true(gcfx_has(f, 1));
@@ -329,6 +332,7 @@ static void test_forget_during_mark_other_process(void **state) {
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget, f)), 0);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
   assert_int_equal(t.rc, 0);
   assert_true(gcfx_has(f, 1));
   assert_true(gcfx_has(f, 2));
