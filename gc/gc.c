@@ -127,6 +127,7 @@ static int list_all(gc_run *g, listing *l) {
       continue;
     }
     if (rc < 0) break;
+    if (n == 0) continue; /* snaps is NULL */
     if (l->n + n > l->cap) {
       size_t ncap = (l->n + n) * 2;
       ckl_snapshot_info *v = realloc(l->snaps, ncap * sizeof *v);
