@@ -563,7 +563,8 @@ static int acquire_writer(hold *h, const ckl_softlock_opts *o, ckl__deadline *d)
     ckl__softlock_obs w;
     ckl__softlock_observe(&h->env, h->env.dir_fd, h->name_write, &w);
     if (w.verdict == CKL__MK_STALE) {
-      if (mutex_fresh(h, &mh)) rc = ckl__softlock_evict(&h->env, h->env.dir_fd, h->name_write, &w, 0);
+      if (mutex_fresh(h, &mh))
+        rc = ckl__softlock_evict(&h->env, h->env.dir_fd, h->name_write, &w, 0);
       mutex_unlock(h, &mh);
       if (rc < 0) return rc;
       continue;
