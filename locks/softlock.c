@@ -327,8 +327,7 @@ static void mutex_unlock(hold *h, const mutex_hold *mh) {
   if (rc < 0) return; /* left behind as by a crash: stale after the TTL */
   ckl__softlock_obs o;
   ckl__softlock_observe(&h->env, h->env.dir_fd, h->name_state, &o);
-  if (o.verdict == CKL__MK_ABSENT || !o.trusted || strcmp(o.m.token, mh->m.token) != 0 ||
-      o.ino != mh->st.st_ino) {
+  if (o.verdict == CKL__MK_ABSENT || !o.trusted || strcmp(o.m.token, mh->m.token) != 0) {
     ckl__log_warn("soft lock %s: the state mutex was evicted while we held it", h->path);
     return;
   }
@@ -389,7 +388,7 @@ static int do_refresh(hold *h) {
   ckl__softlock_marker m;
   ssize_t n = -1;
   if (S_ISREG(st.st_mode) && st.st_uid == h->env.uid && st.st_dev == h->marker_st.st_dev &&
-      st.st_ino == h->marker_st.st_ino && st.st_size <= CKL__SOFTLOCK_MARKER_MAX) {
+      st.st_size <= CKL__SOFTLOCK_MARKER_MAX) {
     size_t got = 0;
     while (got < sizeof buf) {
       ssize_t r = pread(fd, buf + got, sizeof buf - got, (off_t)got);
@@ -411,16 +410,23 @@ static int do_refresh(hold *h) {
     rc = -errno;
     goto transient;
   }
-  ckl__close(fd);
-  fd = -1;
   rc = CKL_FAILPOINT("softlock.heartbeat.after_touch");
   if (rc < 0) goto transient;
-  if (fstatat(h->marker_dirfd, h->marker_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return mark_lost(h, CKL_SOFTLOCK_LOST_GONE);
+  /* The fd still pins the inode we stamped, so comparing it with what the
+   * name leads to now is meaningful even where inode numbers are not
+   * stable over time (sshfs). */
+  struct stat now;
+  if (fstatat(h->marker_dirfd, h->marker_name, &now, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) {
+      ckl__close(fd);
+      return mark_lost(h, CKL_SOFTLOCK_LOST_GONE);
+    }
     rc = -errno;
     goto transient;
   }
-  if (st.st_dev != h->marker_st.st_dev || st.st_ino != h->marker_st.st_ino)
+  ckl__close(fd);
+  fd = -1;
+  if (now.st_dev != st.st_dev || now.st_ino != st.st_ino)
     return mark_lost(h, CKL_SOFTLOCK_LOST_REOWNED);
   /* The lease counts from before the stamp: conservative. */
   atomic_store(&h->last_ok_boot, boot);
@@ -494,7 +500,7 @@ static void remove_own(hold *h) {
   ckl__softlock_obs o;
   ckl__softlock_observe(&h->env, h->marker_dirfd, h->marker_name, &o);
   if (o.verdict == CKL__MK_ABSENT) return;
-  if (!o.trusted || strcmp(o.m.token, h->me.token) != 0 || o.ino != h->marker_st.st_ino) {
+  if (!o.trusted || strcmp(o.m.token, h->me.token) != 0) {
     ckl__log_warn("soft lock %s: %s is no longer ours; leaving it", h->path, h->marker_name);
     return;
   }
@@ -522,9 +528,10 @@ static int scan_readers(hold *h, ckl_holder *busy) {
     if (ckl__softlock_name_is(de->d_name, 'b')) {
       struct stat st;
       int64_t now = ckl__softlock_now(&h->env, CKL_SOFTLOCK_CLOCK_WALL);
+      int64_t old = now - h->env.ttl_ns - ckl__softlock_slack_ns(h->env.ttl_ns);
       if (fstatat(h->env.readers_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          now - (st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec) > h->env.ttl_ns &&
-          now - (st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec) > h->env.ttl_ns)
+          st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec < old &&
+          st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec < old)
         unlinkat(h->env.readers_fd, de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
       continue;
     }

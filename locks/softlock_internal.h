@@ -71,6 +71,15 @@ typedef struct ckl__softlock_env {
 
 int64_t ckl__softlock_now(const ckl__softlock_env *e, ckl_softlock_clock_id which);
 
+/* How far past the TTL a marker's mtime must be before it is stale, and
+ * how far two mtimes may differ and still be "the same stamp": file
+ * timestamps can be coarser than the nanoseconds we stamp (SFTP and SMB
+ * keep seconds, FAT two), and a client may show its own exact value until
+ * it re-reads the server's truncated one. 2 s, or TTL/10 if smaller. */
+static inline int64_t ckl__softlock_slack_ns(int64_t ttl_ns) {
+  return ttl_ns / 10 < 2000000000LL ? ttl_ns / 10 : 2000000000LL;
+}
+
 /* The identity parts every marker of this process carries. */
 const char *ckl__softlock_boot_id(void);
 uint64_t ckl__softlock_pidns(void);
@@ -96,6 +105,7 @@ typedef struct ckl__softlock_obs {
   dev_t dev;
   ino_t ino;
   uid_t uid;
+  off_t size;
   struct timespec mtime, ctime;
   int parsed;              /* m is valid */
   int trusted;             /* regular, our uid, parsed */
@@ -118,8 +128,11 @@ int ckl__softlock_marker_create(const ckl__softlock_env *e, int dirfd, const cha
 
 /* Evict the marker at dirfd/name that was observed as *seen: rename it to
  * a unique "b.<token>" in the readers directory, observe it again, and
- * unlink it only if it is the very marker judged (same inode, type, mtime,
- * token); otherwise link it back under its name if that is still free.
+ * unlink it only if it is the very marker judged (same type, owner and
+ * token - or, unparsed, the same size - and the same stamp); otherwise
+ * link it back under its name if that is still free. Inode numbers are
+ * not part of the identity: some network filesystems (sshfs) renumber a
+ * file when it is renamed or forgotten by the client.
  * Returns 1 evicted, 0 not evicted (already gone, or changed and put
  * back), or -errno / a failpoint's code. `own`: removing our own marker
  * on release (same steps, without the softlock.break.* failpoints). */

@@ -190,6 +190,7 @@ static void take_stat(ckl__softlock_obs *o, const struct stat *st) {
   o->dev = st->st_dev;
   o->ino = st->st_ino;
   o->uid = st->st_uid;
+  o->size = st->st_size;
   o->mtime = st->st_mtim;
   o->ctime = st->st_ctim;
 }
@@ -272,7 +273,7 @@ void ckl__softlock_observe(const ckl__softlock_env *e, int dirfd, const char *na
     o->trusted = o->parsed && o->uid == e->uid;
   }
   int64_t age = ckl__softlock_now(e, CKL_SOFTLOCK_CLOCK_WALL) - ts_ns(o->mtime);
-  if (age > e->ttl_ns) {
+  if (age > e->ttl_ns + ckl__softlock_slack_ns(e->ttl_ns)) {
     o->verdict = CKL__MK_STALE;
     o->why = CKL__WHY_TTL;
   } else if (age < -e->ttl_ns) {
@@ -286,6 +287,12 @@ void ckl__softlock_observe(const ckl__softlock_env *e, int dirfd, const char *na
   } else {
     o->verdict = CKL__MK_LIVE;
   }
+  if (o->verdict == CKL__MK_STALE)
+    ckl__log_debug("soft lock marker %s/%s is stale (%s, age %lld ms)", where(e, dirfd), name,
+                   o->why == CKL__WHY_TTL      ? "older than the TTL"
+                   : o->why == CKL__WHY_FUTURE ? "stamped in the future"
+                                               : "its holder is dead",
+                   (long long)(age / 1000000));
 }
 
 void ckl__softlock_obs_holder(const ckl__softlock_env *e, const ckl__softlock_obs *o,
@@ -358,12 +365,22 @@ int ckl__softlock_marker_create(const ckl__softlock_env *e, int dirfd, const cha
 
 /* ---- evict -------------------------------------------------------------------- */
 
-static int same_marker(const ckl__softlock_obs *a, const ckl__softlock_obs *b) {
-  if (b->verdict == CKL__MK_ABSENT || a->type != b->type || a->dev != b->dev || a->ino != b->ino)
+/* Is b (after the rename) the marker a (judged before it)? The same kind
+ * of object with the same owner, the same token (a random 128-bit
+ * identity) or, for an unparsed file, the same size; and - unless it is
+ * our own marker, whose heartbeat is stopped - the same stamp. A
+ * heartbeat's stamp moves the mtime by about the marker's age, more than
+ * a TTL, so a tolerance of the timestamp slack cannot hide one (and it
+ * absorbs coarse server timestamps). */
+static int same_marker(const ckl__softlock_env *e, const ckl__softlock_obs *a,
+                       const ckl__softlock_obs *b, int own) {
+  if (b->verdict == CKL__MK_ABSENT || a->type != b->type || a->dev != b->dev ||
+      a->uid != b->uid || a->parsed != b->parsed)
     return 0;
-  if (a->mtime.tv_sec != b->mtime.tv_sec || a->mtime.tv_nsec != b->mtime.tv_nsec) return 0;
-  if (a->parsed != b->parsed) return 0;
-  return !a->parsed || strcmp(a->m.token, b->m.token) == 0;
+  int64_t d = ts_ns(a->mtime) - ts_ns(b->mtime), slack = ckl__softlock_slack_ns(e->ttl_ns);
+  if (!own && (d > slack || -d > slack)) return 0;
+  if (a->parsed) return strcmp(a->m.token, b->m.token) == 0;
+  return a->size == b->size;
 }
 
 /*
@@ -404,7 +421,7 @@ int ckl__softlock_evict(const ckl__softlock_env *e, int dirfd, const char *name,
   if (rc < 0) return rc;
   ckl__softlock_obs now;
   ckl__softlock_observe(e, e->readers_fd, bname, &now);
-  if (same_marker(seen, &now)) {
+  if (same_marker(e, seen, &now, own)) {
     rc = own ? 0 : CKL_FAILPOINT("softlock.break.before_unlink");
     if (rc < 0) return rc;
     if (unlinkat(e->readers_fd, bname, now.type == S_IFDIR ? AT_REMOVEDIR : 0) != 0)

@@ -239,11 +239,11 @@ static void test_dead_other_host_evicted_after_ttl_never_before(void **state) {
     ckl_holder who;
     assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->ca, "node-a", &who), CKL_EBUSY);
     assert_string_equal(who.token, me.token);
-    atomic_store(&f->wall_off, (TTL_MS - 50) * MS);
+    atomic_store(&f->wall_off, (STALE_MS(TTL_MS) - 50) * MS);
     assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->ca, "node-a", &who), CKL_EBUSY);
     assert_string_equal(who.token, me.token);
     assert_true(sl_exists(me.target));
-    atomic_store(&f->wall_off, (TTL_MS + 50) * MS);
+    atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 50) * MS);
     ckl_softlock a = {0};
     ckl_softlock_opts oa = sl_opts(&f->ca, "node-a", TTL_MS);
     assert_int_equal(ckl_softlock_acquire(&a, f->path, CKL_LOCK_EXCLUSIVE, &oa), 0);
@@ -298,7 +298,7 @@ static void test_heartbeat_keeps_live_holder(void **state) {
     assert_int_equal(ckl_softlock_check(&b), 0);
   }
   /* It stops: a TTL later node-a evicts it. */
-  atomic_store(&f->wall_off, (200 + TTL_MS / 1000 + 1) * SEC);
+  atomic_store(&f->wall_off, 200 * SEC + (STALE_MS(TTL_MS) + 1000) * MS);
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->ca, "node-a", NULL), 0);
   assert_int_equal(ckl_softlock_refresh(&b), CKL_ELOCKLOST);
   assert_int_equal(ckl_softlock_release(&b), CKL_ELOCKLOST);
@@ -338,7 +338,7 @@ static void test_strict_lease_expiry(void **state) {
   assert_int_equal(ckl_softlock_release(&b), CKL_ELOCKLOST);
   assert_true(sl_exists(f->wpath));
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->ca, "node-a", NULL), CKL_EBUSY);
-  atomic_store(&f->wall_off, (TTL_MS + 1000) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->ca, "node-a", NULL), 0);
   assert_false(sl_exists(f->wpath));
 }
@@ -395,7 +395,7 @@ static void *take_main(void *arg) {
 static void start_race(fx *f, ckl_softlock *b, const char *fp, taker *t, pthread_t *th) {
   ckl_softlock_opts ob = sl_opts(&f->cb, "node-b", TTL_MS);
   assert_int_equal(ckl_softlock_acquire(b, f->path, CKL_LOCK_EXCLUSIVE, &ob), 0);
-  atomic_store(&f->wall_off, (TTL_MS + 1000) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
   assert_int_equal(ckl_failpoint_arm(fp, "1*pause"), 0);
   t->f = f;
   memset(&t->lk, 0, sizeof t->lk);
@@ -523,7 +523,7 @@ static void test_failpoint_errors_leave_nothing(void **state) {
   assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->ca, "node-a", NULL), 0);
   assert_true(sl_exists(f->wpath));
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->cb, "node-b", NULL), CKL_EBUSY);
-  atomic_store(&f->wall_off, (TTL_MS + 1) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1) * MS);
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->cb, "node-b", NULL), 0);
   assert_false(sl_exists(f->wpath));
 }
@@ -534,7 +534,7 @@ static void test_break_leftover_swept(void **state) {
    * evictor "crashes" right after moving it aside. */
   assert_int_equal(ckl_failpoint_arm("softlock.release.before_remove", "1*error(EIO)"), 0);
   assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->cb, "node-b", NULL), 0);
-  int64_t old = ckl__now_realtime_ns() - (TTL_MS + 1000) * MS;
+  int64_t old = ckl__now_realtime_ns() - (STALE_MS(TTL_MS) + 1000) * MS;
   struct timespec ts[2] = {{.tv_sec = old / SEC, .tv_nsec = old % SEC}};
   ts[1] = ts[0];
   assert_int_equal(utimensat(AT_FDCWD, f->wpath, ts, AT_SYMLINK_NOFOLLOW), 0);
@@ -547,7 +547,7 @@ static void test_break_leftover_swept(void **state) {
    * rename, just now) are a TTL old; not before. */
   assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->ca, "node-a", NULL), 0);
   assert_int_equal(ckl_test_count_entries(f->rpath, "b."), 1);
-  atomic_store(&f->wall_off, (TTL_MS + 1000) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
   assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &f->ca, "node-a", NULL), 0);
   assert_int_equal(ckl_test_count_entries(f->rpath, NULL), 0);
 }

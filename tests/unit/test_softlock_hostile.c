@@ -245,7 +245,7 @@ static void test_garbage_markers_count_as_held_until_ttl(void **state) {
     assert_string_equal(who.target, f->wpath);
     assert_int_equal(try_take(f, CKL_LOCK_EXCLUSIVE, &who), CKL_EBUSY);
     assert_int_equal(who.known, 0);
-    atomic_store(&f->wall_off, (TTL_MS + 1000) * MS);
+    atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
     assert_int_equal(try_take(f, CKL_LOCK_SHARED, NULL), 0);
     assert_false(sl_exists(f->wpath));
     assert_int_equal(ckl_test_count_entries(f->rpath, NULL), 0);
@@ -414,9 +414,9 @@ static void test_wrong_owner_and_dead_pid(void **state) {
   assert_int_equal(chown(f->wpath, 65534, 65534), 0);
   assert_int_equal(ckl_softlock_acquire(&lk, f->path, CKL_LOCK_SHARED, &o), CKL_EBUSY);
   assert_int_equal(who.known, 0);
-  atomic_store(&f->wall_off, (TTL_MS - 1000) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) - 1000) * MS);
   assert_int_equal(ckl_softlock_acquire(&lk, f->path, CKL_LOCK_SHARED, &o), CKL_EBUSY);
-  atomic_store(&f->wall_off, (TTL_MS + 1000) * MS);
+  atomic_store(&f->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
   assert_int_equal(ckl_softlock_acquire(&lk, f->path, CKL_LOCK_SHARED, &o), 0);
   assert_false(sl_exists(f->wpath));
   assert_int_equal(ckl_softlock_release(&lk), 0);
@@ -453,11 +453,13 @@ static void test_own_marker_swapped_or_chowned(void **state) {
   ckl_softlock w = {0};
   ckl_softlock_opts o = sl_opts(&f->c, "node-a", TTL_MS);
   assert_int_equal(ckl_softlock_acquire(&w, f->path, CKL_LOCK_EXCLUSIVE, &o), 0);
-  /* A byte-identical copy at the name is not our marker (another inode). */
+  /* Another marker (another token) put at the name: not ours. */
   size_t len = 0;
   char *buf = ckl_test_read_file(f->wpath, &len);
   char *tmp = ckl_test_path(f->dir, "copy");
-  ckl_test_write_file(tmp, buf, len);
+  char other[512];
+  int n = sl_marker_text(other, sizeof other, "node-a", getpid(), TOKEN);
+  ckl_test_write_file(tmp, other, (size_t)n);
   assert_int_equal(rename(tmp, f->wpath), 0);
   assert_int_equal(ckl_softlock_refresh(&w), CKL_ELOCKLOST);
   assert_int_equal(ckl_softlock_release(&w), CKL_ELOCKLOST);

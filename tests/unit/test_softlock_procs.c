@@ -253,9 +253,9 @@ static void test_dead_holder_on_other_host_waits_for_ttl(void **state) {
     die_arg a = {.f = f, .mode = (ckl_lock_mode)mode, .host = "node-b"};
     assert_int_equal(ckl_test_wait(ckl_test_fork(die_holding, &a)), 0);
     assert_int_equal(take(f, CKL_LOCK_EXCLUSIVE, "node-a"), CKL_EBUSY);
-    atomic_store(&f->sh->wall_off, (TTL_MS - 1000) * MS);
+    atomic_store(&f->sh->wall_off, (STALE_MS(TTL_MS) - 1000) * MS);
     assert_int_equal(take(f, CKL_LOCK_EXCLUSIVE, "node-a"), CKL_EBUSY);
-    atomic_store(&f->sh->wall_off, (TTL_MS + 1000) * MS);
+    atomic_store(&f->sh->wall_off, (STALE_MS(TTL_MS) + 1000) * MS);
     assert_int_equal(take(f, CKL_LOCK_EXCLUSIVE, "node-a"), 0);
     assert_false(sl_exists(f->wpath));
     assert_int_equal(ckl_test_count_entries(f->rpath, NULL), 0);

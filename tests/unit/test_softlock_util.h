@@ -23,6 +23,8 @@
 
 #define MS (1000000LL)
 #define SEC (1000000000LL)
+/* When a marker last stamped at t is stale: after t + TTL + slack. */
+#define STALE_MS(ttl_ms) ((ttl_ms) + ckl__softlock_slack_ns((ttl_ms) * MS) / MS)
 
 typedef struct tclock {
   _Atomic int64_t *wall_off; /* shared by every handle of one test */
