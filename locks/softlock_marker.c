@@ -338,9 +338,20 @@ int ckl__softlock_marker_create(const ckl__softlock_env *e, int dirfd, const cha
   /* O_EXCL fails on anything at the name, a dangling symlink included, so
    * a planted link can never redirect the create (O_NOFOLLOW is belt and
    * braces). */
-  int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  int fd = -1;
+  for (int attempt = 0; fd < 0; attempt++) {
+    fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) break;
     int err = errno;
+    /* SFTP has no "exists" status: sshfs reports a lost O_EXCL race as
+     * EPERM (other network filesystems have similar mappings). If the name
+     * is taken now, that is what the failure meant; if it is free again
+     * (the winner was quick), try again a few times before believing it. */
+    if (err != EEXIST && err != ENOENT) {
+      struct stat st2;
+      if (fstatat(dirfd, name, &st2, AT_SYMLINK_NOFOLLOW) == 0) err = EEXIST;
+      else if (attempt < 3) continue;
+    }
     if (err != EEXIST)
       ckl__log_error("soft lock marker %s/%s: create: %s", where(e, dirfd), name, strerror(err));
     return -err;
