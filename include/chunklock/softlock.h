@@ -15,8 +15,11 @@
  * pid namespace, pid, creation time and operation name (text, < 1 KiB).
  * Its holder stamps its mtime every heartbeat (TTL/3, default 30 s of a
  * 90 s TTL); any process on any host evicts a marker whose mtime is older
- * than the TTL (or a marker of a dead pid on the same host and boot, at
- * once). See docs/softlock.md for the protocol and its assumptions.
+ * than the TTL plus a small slack for coarse file timestamps (min(2 s,
+ * TTL/10)), or a marker of a dead pid on the same host, boot and pid
+ * namespace at once. Markers are identified by their token, never by
+ * inode. See docs/softlock.md for the protocol and its assumptions
+ * (wall clocks in sync within one heartbeat interval; NFS mount options).
  *
  * Calling sequence:
  *
