@@ -6,7 +6,9 @@
 #ifndef CKL_OPS_UTIL_H
 #define CKL_OPS_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -35,6 +37,69 @@ static inline void ops_store_new(ops_store *s, const char *tag) {
   ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
   assert_int_equal(ckl_store_create(s->path, &o), 0);
   assert_int_equal(ckl_store_open(s->path, NULL, &s->st), 0);
+}
+
+static inline int ops_rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)ftw;
+  if (flag == FTW_DP) return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+  return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* rm -rf of a tree this test made (writable directories only). */
+static inline void ops_rmtree(const char *path) {
+  assert_int_equal(nftw(path, ops_rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* Remove every entry of dir (not dir itself), except those in keep. */
+static inline void ops_empty_dir(const char *dir, const char *const *keep) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    bool kept = false;
+    for (size_t i = 0; keep && keep[i]; i++) kept |= strcmp(keep[i], e->d_name) == 0;
+    if (kept) continue;
+    char p[PATH_MAX + 256];
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    ops_rmtree(p);
+  }
+  closedir(d);
+}
+
+/* Make the store as new without recreating it (65,536 directories cost
+ * more to make and remove than a test): no snapshots, no chunks, empty
+ * .trash and .locks, no failpoints. The coordination state stays; each
+ * test leaves its roster empty and any GC it simulated ended. */
+static inline void ops_store_reset(ops_store *s) {
+  ckl_failpoint_disarm_all();
+  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
+  static const char *const keep[] = {".chunks", ".lock", ".locks", ".state", ".trash",
+                                     "chunklock.json", NULL};
+  ops_empty_dir(s->path, keep);
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s/.trash", s->path);
+  ops_empty_dir(p, NULL);
+  snprintf(p, sizeof p, "%s/.locks", s->path);
+  ops_empty_dir(p, NULL);
+  for (unsigned i = 0; i < 0x10000; i++) {
+    snprintf(p, sizeof p, "%s/.chunks/%04x", s->path, i);
+    DIR *d = opendir(p);
+    if (!d) continue;
+    struct dirent *e;
+    while ((e = readdir(d)))
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+  }
+}
+
+/* cmocka group and per-test hooks: one store per file, reset per test. */
+static inline int ops_group_setup(void **state, const char *tag) {
+  ops_store *s = calloc(1, sizeof *s);
+  ops_store_new(s, tag);
+  *state = s;
+  return 0;
 }
 
 static inline void ops_store_free(ops_store *s) {

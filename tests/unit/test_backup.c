@@ -13,18 +13,16 @@
 
 #include <sys/wait.h>
 
-static int setup(void **state) {
-  ops_store *s = calloc(1, sizeof *s);
-  ops_store_new(s, "backup");
-  *state = s;
+static int group_setup(void **state) { return ops_group_setup(state, "backup"); }
+
+static int group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
   return 0;
 }
 
-static int teardown(void **state) {
-  ckl_failpoint_disarm_all();
-  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  ops_store_free(*state);
-  free(*state);
+static int reset(void **state) {
+  ops_store_reset(*state);
   return 0;
 }
 
@@ -569,7 +567,7 @@ static void test_abandoned_removed_by_next_backup(void **state) {
   assert_int_equal(ops_roster_count(s, "backup", NULL), 0);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -587,5 +585,5 @@ int main(void) {
       T(test_register_before_chunks),
       T(test_abandoned_removed_by_next_backup),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -8,18 +8,16 @@
 
 #include "ops_util.h"
 
-static int setup(void **state) {
-  ops_store *s = calloc(1, sizeof *s);
-  ops_store_new(s, "forget");
-  *state = s;
+static int group_setup(void **state) { return ops_group_setup(state, "forget"); }
+
+static int group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
   return 0;
 }
 
-static int teardown(void **state) {
-  ckl_failpoint_disarm_all();
-  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  ops_store_free(*state);
-  free(*state);
+static int reset(void **state) {
+  ops_store_reset(*state);
   return 0;
 }
 
@@ -297,7 +295,7 @@ static void test_manifest_lock_deadline(void **state) {
   ckl_store_close(quick);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -307,5 +305,5 @@ int main(void) {
       T(test_busy_verify_and_forget), T(test_busy_backup),
       T(test_manifest_lock_deadline),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -30,20 +30,21 @@ static void collect(const ckl_fsck_problem *p, void *arg) {
   s->n++;
 }
 
-static int setup(void **state) {
-  ops_store *s = calloc(1, sizeof *s);
-  ops_store_new(s, "fsck");
-  ops_make_snapshot(s->st, "host", "a", 0, 1);
-  ops_make_snapshot(s->st, "host", "a", 60, 2);
-  ops_make_snapshot(s->st, "vm", "100", 0, 1); /* shares chunks with host/a */
-  *state = s;
+static int group_setup(void **state) { return ops_group_setup(state, "fsck"); }
+
+static int group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
   return 0;
 }
 
-static int teardown(void **state) {
-  ckl_failpoint_disarm_all();
-  ops_store_free(*state);
-  free(*state);
+/* Each test starts from three complete snapshots. */
+static int setup(void **state) {
+  ops_store *s = *state;
+  ops_store_reset(s);
+  ops_make_snapshot(s->st, "host", "a", 0, 1);
+  ops_make_snapshot(s->st, "host", "a", 60, 2);
+  ops_make_snapshot(s->st, "vm", "100", 0, 1); /* shares chunks with host/a */
   return 0;
 }
 
@@ -316,7 +317,7 @@ static void test_clean_flag(void **state) {
   free(dir);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, NULL)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -328,5 +329,5 @@ int main(void) {
       T(test_gc_leftovers_and_trash),
       T(test_clean_flag),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -117,18 +117,16 @@ static void test_select_rules(void **state) {
 
 /* ---- the operation ------------------------------------------------------------ */
 
-static int setup(void **state) {
-  ops_store *s = calloc(1, sizeof *s);
-  ops_store_new(s, "prune");
-  *state = s;
+static int group_setup(void **state) { return ops_group_setup(state, "prune"); }
+
+static int group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
   return 0;
 }
 
-static int teardown(void **state) {
-  ckl_failpoint_disarm_all();
-  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  ops_store_free(*state);
-  free(*state);
+static int reset(void **state) {
+  ops_store_reset(*state);
   return 0;
 }
 
@@ -311,7 +309,7 @@ static void test_backup_during_prune(void **state) {
   for (int i = 1; i < 6; i++) assert_false(ops_snap_exists(s, &n[i]));
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -320,5 +318,5 @@ int main(void) {
       T(test_in_progress_and_abandoned),    T(test_prune_during_backup),
       T(test_backup_during_prune),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

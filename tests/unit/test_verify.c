@@ -11,18 +11,16 @@
 
 #include <fcntl.h>
 
-static int setup(void **state) {
-  ops_store *s = calloc(1, sizeof *s);
-  ops_store_new(s, "verify");
-  *state = s;
+static int group_setup(void **state) { return ops_group_setup(state, "verify"); }
+
+static int group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
   return 0;
 }
 
-static int teardown(void **state) {
-  ckl_failpoint_disarm_all();
-  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  ops_store_free(*state);
-  free(*state);
+static int reset(void **state) {
+  ops_store_reset(*state);
   return 0;
 }
 
@@ -227,7 +225,7 @@ static void test_cleans_stale_manifest_temp(void **state) {
   free(dir);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -238,5 +236,5 @@ int main(void) {
       T(test_sharing),
       T(test_cleans_stale_manifest_temp),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
