@@ -422,7 +422,7 @@ int ckl_fsck(ckl_store *st, const ckl_fsck_opts *opts, ckl_fsck_cb cb, void *arg
 
   if ((rc = check_snapshots(&f)) < 0) goto out;
   if ((rc = CKL_FAILPOINT("fsck.before_chunk_scan")) < 0) goto out;
-  if ((rc = scan_chunks(&f)) < 0) goto out;
+  if (!(f.flags & CKL_FSCK_SNAPSHOTS_ONLY) && (rc = scan_chunks(&f)) < 0) goto out;
   if ((rc = check_trash(&f)) < 0) goto out;
   ckl__log_info("fsck %s: %zu snapshots, %zu indexes, %zu chunks: %zu problems", st->path,
                 f.sum.snapshots, f.sum.indexes, f.sum.chunks, f.sum.problems);

@@ -197,6 +197,11 @@ typedef void (*ckl_fsck_cb)(const ckl_fsck_problem *p, void *arg);
  * files whose writer's lock is gone, and .trash entries no GC needs. They
  * are still reported (detail says "removed"). */
 #define CKL_FSCK_CLEAN 0x1u
+/** ckl_fsck_opts.flags: check snapshots, manifests, indexes and the chunks
+ * they reference, but skip the scan of .chunks for stray files (temp,
+ * .gc-*, .bad), which on a large store is most of the work. .trash is
+ * still checked. */
+#define CKL_FSCK_SNAPSHOTS_ONLY 0x2u
 
 typedef struct ckl_fsck_opts {
   unsigned flags;
