@@ -12,8 +12,9 @@
  * a path, so this file keeps a registry of the lock roots of the stores
  * that have operations running in this process, each with a state handle
  * of its own. A snapshot lock path "<root>/<type>/<id>/<time>.lck" maps to
- * the roster target "<type>/<id>/<time>". Paths of other stores, group and
- * manifest locks are left to the lock file's record (the hook says 0).
+ * the roster target "<type>/<id>/<time>". Exclusive holders, paths of
+ * other stores, group and manifest locks are left to the lock file's
+ * record (the hook says 0).
  *
  * The registry is populated by the operation that meets the busy lock
  * (ckl__ops_state_open runs before any lock is taken), so the lookup
@@ -75,8 +76,10 @@ static bool target_of(const root_entry *e, const char *path, char out[CKL_SNAP_N
 static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder,
                        ckl_holder *out) {
   (void)start;
-  (void)exclusive_holder;
-  if (!lock_path) return 0;
+  /* An exclusive holder named itself in the lock file, which is exact; a
+   * roster lookup could name somebody merely registered for the target
+   * (a verify that registers before it tries the lock). */
+  if (!lock_path || exclusive_holder) return 0;
   int found = 0;
   pid_t me = getpid();
   pthread_mutex_lock(&reg_mu);

@@ -84,6 +84,9 @@ int ckl_reader_open(ckl_store *st, const ckl_snapshot_name *n, const ckl_reader_
   ckl_holder who = {0};
   int rc = ckl__ops_state_open(st, &r->state);
   if (rc < 0) goto fail;
+  /* Registered before locking, so a forget that finds the lock busy can
+   * always name us. */
+  if ((rc = ckl__ops_register(st, r->state, "read", r->name_str, 0, r->token)) < 0) goto fail;
   ckl_snap_lock_opts so = {.order = &r->order, .busy_holder = &who};
   rc = ckl_snapshot_lock(st, n, CKL_LOCK_SHARED, &r->lock, &so);
   if (opts->busy_holder) *opts->busy_holder = who;
@@ -93,7 +96,6 @@ int ckl_reader_open(ckl_store *st, const ckl_snapshot_name *n, const ckl_reader_
     ckl__log_info("%s: read %s: busy: held by %s", st->path, r->name_str, h);
   }
   if (rc < 0) goto fail;
-  if ((rc = ckl__ops_register(st, r->state, "read", r->name_str, 0, r->token)) < 0) goto fail;
   if ((rc = ckl_manifest_load(st, n, &r->manifest)) < 0) {
     if (rc == -ENOENT)
       ckl__log_error("%s: read %s: no manifest (still being written, or abandoned)", st->path,

@@ -181,6 +181,9 @@ int ckl_verify(ckl_store *st, const ckl_snapshot_name *n, const ckl_verify_opts 
   ckl_path_lock lk = {0};
   ckl_holder who = {0};
   char token[CKL_TOKEN_HEX_LEN + 1] = "";
+  /* Registered before locking, so a forget that finds the lock busy can
+   * always name us. */
+  if ((rc = ckl__ops_register(st, state, "verify", name, 0, token)) < 0) goto out;
   ckl_snap_lock_opts so = {.order = &order, .busy_holder = &who};
   rc = ckl_snapshot_lock(st, n, CKL_LOCK_SHARED, &lk, &so);
   if (opts->busy_holder) *opts->busy_holder = who;
@@ -190,7 +193,6 @@ int ckl_verify(ckl_store *st, const ckl_snapshot_name *n, const ckl_verify_opts 
     ckl__log_info("%s: verify %s: busy: held by %s", st->path, name, h);
   }
   if (rc < 0) goto out;
-  if ((rc = ckl__ops_register(st, state, "verify", name, 0, token)) < 0) goto out;
   if ((rc = CKL_FAILPOINT("verify.after_lock")) < 0) goto out;
   rc = run(&v, n, &order);
   if (result) *result = v.res;

@@ -419,6 +419,17 @@ static void test_base_vanished(void **state) {
   free(away);
 }
 
+typedef struct finish_arg {
+  ckl_backup *b;
+  int rc;
+} finish_arg;
+
+static void *finish_thread(void *p) {
+  finish_arg *a = p;
+  a->rc = ckl_backup_finish(a->b);
+  return NULL;
+}
+
 /* The coordination state is recreated under a running backup: its writer
  * record is gone, a GC may have started without seeing it. */
 static void test_lease_lost(void **state) {
@@ -434,6 +445,27 @@ static void test_lease_lost(void **state) {
   ckl_snapshot_name n = ops_snap("host", "a", OPS_T0);
   assert_false(ops_snap_exists(s, &n));
   assert_int_equal(ops_trash_count(s), 0);
+
+  /* lost after the manifest was written, before the deregister: the
+   * snapshot (never released to anybody) is withdrawn */
+  ops_rmtree(old);
+  assert_int_equal(ckl_backup_begin(s->st, &g, &o, &b), 0);
+  assert_int_equal(ops_write_didx(b, "root.didx", 2, 500, 9, NULL), 0);
+  assert_int_equal(ckl_failpoint_arm("backup.after_manifest", "pause"), 0);
+  finish_arg fa = {.b = b};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, finish_thread, &fa), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("backup.after_manifest", 1, 10000), 0);
+  char *dir = ops_snap_dir(s, &n), *mp = ckl_test_path(dir, "index.json");
+  assert_true(ops_exists(mp));
+  assert_int_equal(rename(sd, old), 0);
+  ckl_failpoint_release("backup.after_manifest");
+  pthread_join(th, NULL);
+  assert_int_equal(fa.rc, CKL_ELOCKLOST);
+  assert_false(ops_snap_exists(s, &n));
+  assert_int_equal(ops_trash_count(s), 0);
+  free(mp);
+  free(dir);
   free(sd);
   free(old);
 }
