@@ -160,7 +160,7 @@ static int find_latest(ckl_store *st, const ckl_group_name *g, ckl_snapshot_name
 }
 
 /* Base snapshot: shared lock, and it must be complete. */
-static int lock_base(ckl_backup *b, const ckl_backup_opts *o, ckl_holder *who) {
+static int lock_base(ckl_backup *b, ckl_holder *who) {
   ckl_store *st = b->st;
   char base_str[CKL_SNAP_NAME_MAX + 1];
   ckl__ops_snap_str(&b->base, base_str);
@@ -174,7 +174,6 @@ static int lock_base(ckl_backup *b, const ckl_backup_opts *o, ckl_holder *who) {
                    base_str);
     return -ENOENT;
   }
-  (void)o;
   /* Named in busy messages of a forget of the base; failing to register
    * costs only that name. */
   if (ckl__ops_register(st, b->state, "backup-base", base_str, 0, b->base_token) < 0)
@@ -204,7 +203,7 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
 
   /* Holding the group lock, no other backup of the group runs: a
    * snapshot without manifest and without lock holder is abandoned. */
-  rc = ckl__remove_abandoned(st, b->state, g, &b->order, NULL, NULL);
+  rc = ckl__remove_abandoned(st, b->state, g, &b->order);
   if (rc < 0) return rc;
 
   if (o->base) {
@@ -222,7 +221,7 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
   }
 
   /* 3. base snapshot, shared: it cannot be forgotten under us */
-  if (b->has_base && (rc = lock_base(b, o, who)) < 0) return rc;
+  if (b->has_base && (rc = lock_base(b, who)) < 0) return rc;
 
   /* 4. the new snapshot, exclusive, locked before it exists */
   ckl_snap_lock_opts so = {.order = &b->order, .operation = "backup", .busy_holder = who,

@@ -271,7 +271,7 @@ out:
  * finished between the listing and our lock.
  */
 int ckl__remove_abandoned(ckl_store *st, ckl__state *state, const ckl_group_name *g,
-                          ckl_lock_order *order, ckl_snapshot_name **names, size_t *n_names) {
+                          ckl_lock_order *order) {
   ckl_snapshot_info *list = NULL;
   size_t n = 0;
   int rc = ckl_snapshot_list(st, g, &list, &n);
@@ -298,13 +298,6 @@ int ckl__remove_abandoned(ckl_store *st, ckl__state *state, const ckl_group_name
     }
     ckl__log_info("%s: removed abandoned snapshot %s (no manifest, no writer)", st->path, name);
     removed++;
-    if (names) {
-      ckl_snapshot_name *v = realloc(*names, (*n_names + 1) * sizeof *v);
-      if (v) {
-        v[(*n_names)++] = *sn;
-        *names = v;
-      }
-    }
   }
   ckl_snapshot_list_free(list, n);
   return removed;

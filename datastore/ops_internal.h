@@ -98,11 +98,9 @@ int ckl__trash_purge_stale(ckl_store *st, ckl__state *state);
 /* Remove the abandoned snapshots of a group: no manifest and no holder
  * (the exclusive snapshot lock is free, so no backup is writing it). The
  * caller holds the group lock through `order`. Each removal goes through
- * ckl__forget_held. With `names` non-NULL, the names removed are appended
- * there (*n_names counts them; the array is realloc'd). Returns the number
- * removed or an error (listing; removals that fail are logged and
- * skipped). */
+ * ckl__forget_held. Returns the number removed or a listing error
+ * (removals that fail are logged and skipped). */
 int ckl__remove_abandoned(ckl_store *st, ckl__state *state, const ckl_group_name *g,
-                          ckl_lock_order *order, ckl_snapshot_name **names, size_t *n_names);
+                          ckl_lock_order *order);
 
 #endif
