@@ -98,7 +98,7 @@ static void drop_archives(ckl_backup *b) {
 }
 
 /* Remove the partial snapshot (if made), deregister, release everything,
- * free. Returns the forget path's result (for the log). */
+ * free. */
 static void teardown(ckl_backup *b, bool remove_snapshot) {
   ckl_store *st = b->st;
   drop_archives(b);
@@ -106,10 +106,11 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
   b->snapfd = -1;
   if (remove_snapshot && b->dir_made) {
     int rc = CKL_FAILPOINT("backup.abort.before_remove");
-    if (rc == 0) rc = ckl__forget_held(st, b->state, &b->name, &b->snap_lock, &b->order, "backup abort");
+    if (rc == 0)
+      rc = ckl__forget_held(st, b->state, &b->name, &b->snap_lock, &b->order, "backup abort");
     if (rc < 0)
-      ckl__log_error("%s: backup %s: cannot remove the partial snapshot: %s", st->path,
-                     b->name_str, ckl_strerror(rc));
+      ckl__log_error("%s: backup %s: cannot remove the partial snapshot: %s", st->path, b->name_str,
+                     ckl_strerror(rc));
   } else if (remove_snapshot && b->snap_lock.held) {
     /* Locked the new name but never created it: no litter. */
     ckl_path_lock_unlink(&b->snap_lock);
@@ -167,7 +168,8 @@ static int lock_base(ckl_backup *b, ckl_holder *who) {
   ckl_snap_lock_opts so = {.order = &b->order, .busy_holder = who};
   int rc = ckl_snapshot_lock(st, &b->base, CKL_LOCK_SHARED, &b->base_lock, &so);
   if (rc == CKL_EBUSY) log_busy(st, "base snapshot", base_str, who);
-  if (rc == -ENOENT) ckl__log_error("%s: backup: base snapshot %s does not exist", st->path, base_str);
+  if (rc == -ENOENT)
+    ckl__log_error("%s: backup: base snapshot %s does not exist", st->path, base_str);
   if (rc < 0) return rc;
   if (!ckl__ops_has_manifest(st, &b->base)) {
     ckl__log_error("%s: backup: base snapshot %s is not complete (no manifest)", st->path,
@@ -224,7 +226,9 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
   if (b->has_base && (rc = lock_base(b, who)) < 0) return rc;
 
   /* 4. the new snapshot, exclusive, locked before it exists */
-  ckl_snap_lock_opts so = {.order = &b->order, .operation = "backup", .busy_holder = who,
+  ckl_snap_lock_opts so = {.order = &b->order,
+                           .operation = "backup",
+                           .busy_holder = who,
                            .flags = CKL_SNAP_LOCK_CREATING};
   rc = ckl_snapshot_lock(st, &b->name, CKL_LOCK_EXCLUSIVE, &b->snap_lock, &so);
   if (rc == CKL_EBUSY) log_busy(st, "snapshot", b->name_str, who);
@@ -370,7 +374,8 @@ int ckl_backup_archive_open(ckl_backup *b, const char *name, uint64_t chunk_size
   }
   char path[PATH_MAX];
   int rc = ckl__pathf(path, sizeof path, "%s/%s", b->snap_path, name);
-  if (rc >= 0) rc = ckl_index_writer_create(path, a->kind, a->chunk_size, b->st->atomic_flags, &a->w);
+  if (rc >= 0)
+    rc = ckl_index_writer_create(path, a->kind, a->chunk_size, b->st->atomic_flags, &a->w);
   if (rc < 0) {
     pthread_mutex_lock(&b->mu);
     unlink_open(b, a);
@@ -393,9 +398,10 @@ int ckl_backup_archive_append(ckl_backup_archive *a, const ckl_digest *d, uint64
      * that the chunk exists: an index must never reference anything else. */
     char hex[CKL_DIGEST_HEX_LEN + 1];
     ckl_digest_to_hex(d, hex);
-    ckl__log_error("%s: backup %s: archive %s: chunk %s was neither inserted nor reused in this "
-                   "backup",
-                   b->st->path, b->name_str, a->name, hex);
+    ckl__log_error(
+        "%s: backup %s: archive %s: chunk %s was neither inserted nor reused in this "
+        "backup",
+        b->st->path, b->name_str, a->name, hex);
     return -EINVAL;
   }
   uint64_t value = a->kind == CKL_INDEX_DYNAMIC ? a->size + len : len;
@@ -425,8 +431,10 @@ int ckl_backup_archive_close(ckl_backup_archive *a) {
   a->w = NULL;
   if (rc == 0) {
     struct stat sb;
-    if (fstatat(b->snapfd, a->name, &sb, AT_SYMLINK_NOFOLLOW) != 0) rc = -errno;
-    else fr.size = (uint64_t)sb.st_size;
+    if (fstatat(b->snapfd, a->name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+      rc = -errno;
+    else
+      fr.size = (uint64_t)sb.st_size;
   }
   if (rc == 0) rc = CKL_FAILPOINT("backup.archive.after_close");
   pthread_mutex_lock(&b->mu);
@@ -510,9 +518,10 @@ static int finish_steps(ckl_backup *b) {
   rc = ckl__state_refresh(b->state, b->token, 0);
   if (rc == -ENOENT) {
     b->token[0] = '\0';
-    ckl__log_error("%s: backup %s: the roster record is gone (reaped or state recreated); a GC "
-                   "may not have seen this writer: not publishing",
-                   st->path, b->name_str);
+    ckl__log_error(
+        "%s: backup %s: the roster record is gone (reaped or state recreated); a GC "
+        "may not have seen this writer: not publishing",
+        st->path, b->name_str);
     return CKL_ELOCKLOST;
   }
   if (rc < 0) return rc;
@@ -529,9 +538,10 @@ static int finish_steps(ckl_backup *b) {
   if ((rc = CKL_FAILPOINT("backup.after_manifest")) < 0) return rc;
   rc = ckl__ops_deregister(b->state, b->token);
   if (rc == -ENOENT) {
-    ckl__log_error("%s: backup %s: the roster record vanished before deregistering: "
-                   "withdrawing the snapshot",
-                   st->path, b->name_str);
+    ckl__log_error(
+        "%s: backup %s: the roster record vanished before deregistering: "
+        "withdrawing the snapshot",
+        st->path, b->name_str);
     return CKL_ELOCKLOST;
   }
   if (rc < 0)

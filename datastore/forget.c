@@ -107,8 +107,8 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
     /* The move happened but its record did not commit: the snapshot is
      * gone from its place either way. A GC that needed the record aborts
      * (an index vanished that is not in the set): never a wrong sweep. */
-    ckl__log_error("%s/%s: %s: moved to %s, but the state transaction failed: %s", st->path,
-                   rel, why, trash_rel, ckl_strerror(rc));
+    ckl__log_error("%s/%s: %s: moved to %s, but the state transaction failed: %s", st->path, rel,
+                   why, trash_rel, ckl_strerror(rc));
     goto unlink;
   }
   fsync_dir_at(st, TRASH_DIR);
@@ -117,8 +117,7 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
   fsync_dir_at(st, group_rel);
   if ((rc = CKL_FAILPOINT("forget.after_move")) < 0) goto release;
   if (gc_active) {
-    ckl__log_info("%s/%s: %s: a GC is marking; left in %s for it", st->path, rel, why,
-                  trash_rel);
+    ckl__log_info("%s/%s: %s: a GC is marking; left in %s for it", st->path, rel, why, trash_rel);
   } else {
     int r = ckl__atomic_rmtree_at(st->dirfd, trash_rel);
     /* Not fatal: the snapshot is forgotten; the next purge removes it. */
@@ -128,9 +127,11 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
   rc = gc_active;
 unlink:;
   int r = ckl_path_lock_unlink(&ml);
-  if (r < 0) ckl__log_warn("%s: %s: cannot unlink the manifest lock: %s", rel, why, ckl_strerror(r));
+  if (r < 0)
+    ckl__log_warn("%s: %s: cannot unlink the manifest lock: %s", rel, why, ckl_strerror(r));
   r = ckl_path_lock_unlink(snap_lock);
-  if (r < 0) ckl__log_warn("%s: %s: cannot unlink the snapshot lock: %s", rel, why, ckl_strerror(r));
+  if (r < 0)
+    ckl__log_warn("%s: %s: cannot unlink the snapshot lock: %s", rel, why, ckl_strerror(r));
   return rc;
 release:
   ckl_path_lock_release(&ml);
@@ -292,8 +293,7 @@ int ckl__remove_abandoned(ckl_store *st, ckl__state *state, const ckl_group_name
     char name[CKL_SNAP_NAME_MAX + 1];
     ckl__ops_snap_str(sn, name);
     if (r < 0) {
-      ckl__log_warn("%s: cannot remove abandoned snapshot %s: %s", st->path, name,
-                    ckl_strerror(r));
+      ckl__log_warn("%s: cannot remove abandoned snapshot %s: %s", st->path, name, ckl_strerror(r));
       continue;
     }
     ckl__log_info("%s: removed abandoned snapshot %s (no manifest, no writer)", st->path, name);

@@ -43,11 +43,16 @@
 #include "locks/atomic_file.h"
 
 static const char *const kind_names[] = {
-    [CKL_FSCK_INDEX_CORRUPT] = "index-corrupt",     [CKL_FSCK_CHUNK_MISSING] = "chunk-missing",
-    [CKL_FSCK_CHUNK_CORRUPT] = "chunk-corrupt",     [CKL_FSCK_MANIFEST_CORRUPT] = "manifest-corrupt",
-    [CKL_FSCK_MANIFEST_MISMATCH] = "manifest-mismatch", [CKL_FSCK_TEMP_FILE] = "temp-file",
-    [CKL_FSCK_GC_LEFTOVER] = "gc-leftover",         [CKL_FSCK_BAD_CHUNK] = "bad-chunk",
-    [CKL_FSCK_TRASH_ENTRY] = "trash-entry",         [CKL_FSCK_HALF_WRITTEN] = "half-written",
+    [CKL_FSCK_INDEX_CORRUPT] = "index-corrupt",
+    [CKL_FSCK_CHUNK_MISSING] = "chunk-missing",
+    [CKL_FSCK_CHUNK_CORRUPT] = "chunk-corrupt",
+    [CKL_FSCK_MANIFEST_CORRUPT] = "manifest-corrupt",
+    [CKL_FSCK_MANIFEST_MISMATCH] = "manifest-mismatch",
+    [CKL_FSCK_TEMP_FILE] = "temp-file",
+    [CKL_FSCK_GC_LEFTOVER] = "gc-leftover",
+    [CKL_FSCK_BAD_CHUNK] = "bad-chunk",
+    [CKL_FSCK_TRASH_ENTRY] = "trash-entry",
+    [CKL_FSCK_HALF_WRITTEN] = "half-written",
 };
 
 const char *ckl_fsck_kind_name(ckl_fsck_kind k) {
@@ -98,8 +103,7 @@ static bool exists_at(int dfd, const char *name) {
 
 /* ---- chunks and indexes --------------------------------------------------------- */
 
-static int check_chunk(frun *f, const ckl_digest *d, const char *rel, int dfd,
-                       const char *index) {
+static int check_chunk(frun *f, const ckl_digest *d, const char *rel, int dfd, const char *index) {
   int rc = ckl__dset_add(&f->checked, d);
   if (rc <= 0) return rc;
   void *data = NULL;
@@ -134,7 +138,8 @@ static int check_index(frun *f, const char *rel, int dfd, const char *name) {
   if (rc < 0) return rc;
   f->sum.indexes++;
   size_t n = ckl_index_count(ix);
-  for (size_t i = 0; rc == 0 && i < n; i++) rc = check_chunk(f, ckl_index_digest(ix, i), rel, dfd, name);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = check_chunk(f, ckl_index_digest(ix, i), rel, dfd, name);
   ckl_index_close(ix);
   return rc;
 }

@@ -73,8 +73,7 @@ static bool target_of(const root_entry *e, const char *path, char out[CKL_SNAP_N
   return true;
 }
 
-static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder,
-                       ckl_holder *out) {
+static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder, ckl_holder *out) {
   (void)start;
   /* An exclusive holder named itself in the lock file, which is exact; a
    * roster lookup could name somebody merely registered for the target
@@ -123,8 +122,7 @@ static void reg_add(ckl_store *st) {
       e->next = reg_head;
       reg_head = e;
     } else {
-      ckl__log_debug("%s: holders of shared locks will be unnamed: %s", st->path,
-                     ckl_strerror(rc));
+      ckl__log_debug("%s: holders of shared locks will be unnamed: %s", st->path, ckl_strerror(rc));
       free(e->root);
       free(e);
     }
@@ -158,8 +156,7 @@ static void reg_drop(ckl_store *st) {
 int ckl__ops_state_open(ckl_store *st, ckl__state **out) {
   int rc = ckl__state_open(st->path, out);
   if (rc < 0) {
-    ckl__log_error("%s/.state: cannot open the coordination state: %s", st->path,
-                   ckl_strerror(rc));
+    ckl__log_error("%s/.state: cannot open the coordination state: %s", st->path, ckl_strerror(rc));
     return rc;
   }
   reg_add(st);
@@ -172,8 +169,8 @@ void ckl__ops_state_close(ckl_store *st, ckl__state *state) {
   ckl__state_close(state);
 }
 
-int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation,
-                      const char *target, unsigned flags, char token[CKL_TOKEN_HEX_LEN + 1]) {
+int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation, const char *target,
+                      unsigned flags, char token[CKL_TOKEN_HEX_LEN + 1]) {
   ckl__roster_reg reg = {.operation = operation, .target = target, .flags = flags};
   int rc = ckl__state_register(state, &reg, token);
   if (rc < 0) {

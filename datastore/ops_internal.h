@@ -32,8 +32,8 @@ void ckl__ops_state_close(ckl_store *st, ckl__state *state);
 /* Register a roster record for the calling thread: flags CKL_ROSTER_*,
  * target "type/id/time" (or "type/id"), no lease. 0 or an error of
  * ckl__state_register (logged with the store path). */
-int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation,
-                      const char *target, unsigned flags, char token[CKL_TOKEN_HEX_LEN + 1]);
+int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation, const char *target,
+                      unsigned flags, char token[CKL_TOKEN_HEX_LEN + 1]);
 /* Deregister; "" tokens are a no-op. Returns ckl__state_deregister's code
  * (-ENOENT: the record was gone, the lease lost). */
 int ckl__ops_deregister(ckl__state *state, char token[CKL_TOKEN_HEX_LEN + 1]);

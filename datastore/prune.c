@@ -44,14 +44,10 @@
 #include "datastore/ops_internal.h"
 
 static const char *const reason_names[] = {
-    [CKL_PRUNE_REMOVE] = "remove",
-    [CKL_PRUNE_KEEP_LAST] = "keep-last",
-    [CKL_PRUNE_KEEP_HOURLY] = "keep-hourly",
-    [CKL_PRUNE_KEEP_DAILY] = "keep-daily",
-    [CKL_PRUNE_KEEP_WEEKLY] = "keep-weekly",
-    [CKL_PRUNE_KEEP_MONTHLY] = "keep-monthly",
-    [CKL_PRUNE_KEEP_YEARLY] = "keep-yearly",
-    [CKL_PRUNE_IN_PROGRESS] = "in-progress",
+    [CKL_PRUNE_REMOVE] = "remove",           [CKL_PRUNE_KEEP_LAST] = "keep-last",
+    [CKL_PRUNE_KEEP_HOURLY] = "keep-hourly", [CKL_PRUNE_KEEP_DAILY] = "keep-daily",
+    [CKL_PRUNE_KEEP_WEEKLY] = "keep-weekly", [CKL_PRUNE_KEEP_MONTHLY] = "keep-monthly",
+    [CKL_PRUNE_KEEP_YEARLY] = "keep-yearly", [CKL_PRUNE_IN_PROGRESS] = "in-progress",
     [CKL_PRUNE_ABANDONED] = "abandoned",
 };
 
@@ -67,31 +63,31 @@ static int period_key(ckl_prune_reason r, int64_t t, size_t index, int64_t *key)
   time_t tt = (time_t)t;
   if (r != CKL_PRUNE_KEEP_LAST && !gmtime_r(&tt, &tm)) return -EINVAL;
   switch (r) {
-  case CKL_PRUNE_KEEP_LAST:
-    *key = (int64_t)index; /* every snapshot is its own period */
-    return 0;
-  case CKL_PRUNE_KEEP_HOURLY:
-    *key = t >= 0 ? t / 3600 : -((-t + 3599) / 3600);
-    return 0;
-  case CKL_PRUNE_KEEP_DAILY:
-    *key = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-    return 0;
-  case CKL_PRUNE_KEEP_WEEKLY: {
-    char buf[16];
-    if (strftime(buf, sizeof buf, "%G %V", &tm) == 0) return -EINVAL;
-    int y, w;
-    if (sscanf(buf, "%d %d", &y, &w) != 2) return -EINVAL;
-    *key = (int64_t)y * 100 + w;
-    return 0;
-  }
-  case CKL_PRUNE_KEEP_MONTHLY:
-    *key = ((int64_t)tm.tm_year + 1900) * 12 + tm.tm_mon;
-    return 0;
-  case CKL_PRUNE_KEEP_YEARLY:
-    *key = (int64_t)tm.tm_year + 1900;
-    return 0;
-  default:
-    return -EINVAL;
+    case CKL_PRUNE_KEEP_LAST:
+      *key = (int64_t)index; /* every snapshot is its own period */
+      return 0;
+    case CKL_PRUNE_KEEP_HOURLY:
+      *key = t >= 0 ? t / 3600 : -((-t + 3599) / 3600);
+      return 0;
+    case CKL_PRUNE_KEEP_DAILY:
+      *key = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+      return 0;
+    case CKL_PRUNE_KEEP_WEEKLY: {
+      char buf[16];
+      if (strftime(buf, sizeof buf, "%G %V", &tm) == 0) return -EINVAL;
+      int y, w;
+      if (sscanf(buf, "%d %d", &y, &w) != 2) return -EINVAL;
+      *key = (int64_t)y * 100 + w;
+      return 0;
+    }
+    case CKL_PRUNE_KEEP_MONTHLY:
+      *key = ((int64_t)tm.tm_year + 1900) * 12 + tm.tm_mon;
+      return 0;
+    case CKL_PRUNE_KEEP_YEARLY:
+      *key = (int64_t)tm.tm_year + 1900;
+      return 0;
+    default:
+      return -EINVAL;
   }
 }
 
@@ -130,8 +126,8 @@ int ckl_prune_select(const int64_t *times_s, size_t n, const ckl_prune_opts *o,
 
 /* Remove one snapshot: exclusive lock (never waits), then the forget
  * path. `abandoned`: only if it still has no manifest under the lock. */
-static int remove_one(ckl_store *st, ckl__state *state, ckl_lock_order *order,
-                      ckl_prune_item *it, bool abandoned) {
+static int remove_one(ckl_store *st, ckl__state *state, ckl_lock_order *order, ckl_prune_item *it,
+                      bool abandoned) {
   char name[CKL_SNAP_NAME_MAX + 1];
   ckl__ops_snap_str(&it->name, name);
   ckl_path_lock lk = {0};
@@ -199,8 +195,8 @@ static int decide(const ckl_snapshot_info *list, size_t n, const ckl_prune_opts 
   return rc;
 }
 
-int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o,
-              ckl_prune_item **out, size_t *count) {
+int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o, ckl_prune_item **out,
+              size_t *count) {
   if (!out || !count) return -EINVAL;
   *out = NULL;
   *count = 0;

@@ -45,7 +45,7 @@ struct ckl_reader {
   char token[CKL_TOKEN_HEX_LEN + 1];
   int dirfd;
   json_t *manifest;
-  json_t *files; /* borrowed from manifest */
+  json_t *files;      /* borrowed from manifest */
   pthread_mutex_t mu; /* guards open: archives may be opened from many threads */
   ckl_reader_archive *open;
 };
@@ -183,8 +183,10 @@ static size_t entry_at(const ckl_index *ix, uint64_t off) {
     size_t mid = lo + (hi - lo) / 2;
     uint64_t s, e;
     ckl_index_range(ix, mid, &s, &e);
-    if (e <= off) lo = mid + 1;
-    else hi = mid;
+    if (e <= off)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }

@@ -64,8 +64,8 @@ static int check_chunk(vrun *v, const ckl_digest *d, const char *file) {
   ckl_digest_to_hex(d, hex);
   if (rc == CKL_ECORRUPT) {
     int r = ckl_chunk_mark_bad(v->st->chunks, d);
-    ckl__log_error("%s: verify %s: chunk %s (in %s) is corrupt%s", v->st->path, v->name, hex,
-                   file, r == 0 ? "; set aside as .bad" : "; could not set it aside");
+    ckl__log_error("%s: verify %s: chunk %s (in %s) is corrupt%s", v->st->path, v->name, hex, file,
+                   r == 0 ? "; set aside as .bad" : "; could not set it aside");
     return add_bad(v, d);
   }
   if (rc == -ENOENT) {
@@ -126,7 +126,7 @@ static int set_state(json_t *m, void *arg) {
                          "bad_chunks", bad);
   if (!vs) return -ENOMEM;
   return json_object_set_new(json_object_get(m, "unprotected"), "verify_state", vs) == 0 ? 0
-                                                                                        : -ENOMEM;
+                                                                                         : -ENOMEM;
 }
 
 static int run(vrun *v, const ckl_snapshot_name *n, ckl_lock_order *order) {

@@ -86,8 +86,8 @@ typedef struct ckl_backup_archive ckl_backup_archive;
  *   CKL_ELOCKORDER, and errors of the coordination state and the
  *   filesystem (-EACCES, -ENOSPC, -EROFS, ...)
  */
-CKL_EXTERN int ckl_backup_begin(ckl_store *st, const ckl_group_name *g,
-                                const ckl_backup_opts *opts, ckl_backup **out);
+CKL_EXTERN int ckl_backup_begin(ckl_store *st, const ckl_group_name *g, const ckl_backup_opts *opts,
+                                ckl_backup **out);
 
 /** The snapshot being written, and the base (NULL if none). */
 CKL_EXTERN const ckl_snapshot_name *ckl_backup_snapshot(const ckl_backup *b);
@@ -128,14 +128,13 @@ CKL_EXTERN int ckl_backup_archive_open(ckl_backup *b, const char *name, uint64_t
  * -EINVAL (logged). Also -EINVAL for len 0, a fixed chunk of the wrong
  * size; -ENOMEM.
  */
-CKL_EXTERN int ckl_backup_archive_append(ckl_backup_archive *a, const ckl_digest *d,
-                                         uint64_t len);
+CKL_EXTERN int ckl_backup_archive_append(ckl_backup_archive *a, const ckl_digest *d, uint64_t len);
 
 /** Digest, insert and append in one call; *d_out (optional) receives the
  * digest. Returns the result of the insert (CKL_INSERT_NEW/_DEDUP) or an
  * error of ckl_backup_insert_chunk / ckl_backup_archive_append. */
-CKL_EXTERN int ckl_backup_archive_write_chunk(ckl_backup_archive *a, const void *data,
-                                              size_t len, ckl_digest *d_out);
+CKL_EXTERN int ckl_backup_archive_write_chunk(ckl_backup_archive *a, const void *data, size_t len,
+                                              ckl_digest *d_out);
 
 /**
  * Write the archive's index file (temp + rename) and record its name,
@@ -215,8 +214,7 @@ CKL_EXTERN const char *ckl_reader_archive_name(const ckl_reader *r, size_t i);
  * the file is missing), CKL_ECORRUPT (size or checksum differs, or the
  * index does not parse), -ENOMEM, -errno.
  */
-CKL_EXTERN int ckl_reader_archive_open(ckl_reader *r, const char *name,
-                                       ckl_reader_archive **out);
+CKL_EXTERN int ckl_reader_archive_open(ckl_reader *r, const char *name, ckl_reader_archive **out);
 
 /** The archive's size in bytes. */
 CKL_EXTERN uint64_t ckl_reader_archive_size(const ckl_reader_archive *a);

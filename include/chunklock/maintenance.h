@@ -61,15 +61,15 @@ CKL_EXTERN int ckl_forget(ckl_store *st, const ckl_snapshot_name *n, const ckl_f
  * snapshot is always kept. */
 
 typedef enum ckl_prune_reason {
-  CKL_PRUNE_REMOVE = 0,     /* kept by no rule: removed */
-  CKL_PRUNE_KEEP_LAST,      /* kept by keep_last */
+  CKL_PRUNE_REMOVE = 0, /* kept by no rule: removed */
+  CKL_PRUNE_KEEP_LAST,  /* kept by keep_last */
   CKL_PRUNE_KEEP_HOURLY,
   CKL_PRUNE_KEEP_DAILY,
   CKL_PRUNE_KEEP_WEEKLY,
   CKL_PRUNE_KEEP_MONTHLY,
   CKL_PRUNE_KEEP_YEARLY,
-  CKL_PRUNE_IN_PROGRESS,    /* no manifest and a live writer: never removed */
-  CKL_PRUNE_ABANDONED       /* no manifest and no writer: removed */
+  CKL_PRUNE_IN_PROGRESS, /* no manifest and a live writer: never removed */
+  CKL_PRUNE_ABANDONED    /* no manifest and no writer: removed */
 } ckl_prune_reason;
 
 typedef struct ckl_prune_opts {

@@ -111,8 +111,8 @@ static int teardown(void **state) {
 static void test_crash_in_insert(void **state) {
   ops_store *s = *state;
   static const char *const points[] = {"chunk.insert.after_tmp_create",
-                                       "chunk.insert.after_tmp_write",
-                                       "chunk.insert.before_rename", "chunk.insert.after_rename"};
+                                       "chunk.insert.after_tmp_write", "chunk.insert.before_rename",
+                                       "chunk.insert.after_rename"};
   for (size_t i = 0; i < 4; i++) {
     int64_t dt = (int64_t)i * 10;
     crash(s, points[i], M_BACKUP, "a", dt);
@@ -138,10 +138,10 @@ static void test_crash_in_insert(void **state) {
  * snapshot at most (its temp files go with it). */
 static void test_crash_in_index_and_backup_steps(void **state) {
   ops_store *s = *state;
-  static const char *const points[] = {
-      "index.write.after_create", "index.write.after_entries", "index.write.before_commit",
-      "index.write.after_rename", "backup.after_register",     "backup.after_mkdir",
-      "backup.archive.after_close", "backup.before_finish"};
+  static const char *const points[] = {"index.write.after_create",   "index.write.after_entries",
+                                       "index.write.before_commit",  "index.write.after_rename",
+                                       "backup.after_register",      "backup.after_mkdir",
+                                       "backup.archive.after_close", "backup.before_finish"};
   for (size_t i = 0; i < CKL__ARRAY_SIZE(points); i++) {
     int64_t dt = (int64_t)i * 10;
     crash(s, points[i], M_BACKUP, "b", dt);
@@ -181,10 +181,14 @@ static void test_crash_in_manifest_update(void **state) {
   static const struct {
     const char *point;
     int temps;
-  } cases[] = {{"update_manifest.after_lock", 0},    {"update_manifest.after_load", 0},
-               {"update_manifest.before_replace", 0}, {"atomic.after_create", 1},
-               {"atomic.after_write", 1},             {"atomic.before_rename", 1},
-               {"atomic.after_rename", 0},            {"update_manifest.after_replace", 0}};
+  } cases[] = {{"update_manifest.after_lock", 0},
+               {"update_manifest.after_load", 0},
+               {"update_manifest.before_replace", 0},
+               {"atomic.after_create", 1},
+               {"atomic.after_write", 1},
+               {"atomic.before_rename", 1},
+               {"atomic.after_rename", 0},
+               {"update_manifest.after_replace", 0}};
   ckl_snapshot_name n = ops_make_snapshot(s->st, "host", "c", 0, 3);
   char *dir = ops_snap_dir(s, &n);
   for (size_t i = 0; i < CKL__ARRAY_SIZE(cases); i++) {

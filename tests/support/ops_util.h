@@ -75,8 +75,8 @@ static inline void ops_empty_dir(const char *dir, const char *const *keep) {
 static inline void ops_store_reset(ops_store *s) {
   ckl_failpoint_disarm_all();
   ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
-  static const char *const keep[] = {".chunks", ".lock", ".locks", ".state", ".trash",
-                                     "chunklock.json", NULL};
+  static const char *const keep[] = {".chunks", ".lock",          ".locks", ".state",
+                                     ".trash",  "chunklock.json", NULL};
   ops_empty_dir(s->path, keep);
   char p[PATH_MAX];
   snprintf(p, sizeof p, "%s/.trash", s->path);
@@ -154,8 +154,10 @@ static inline int ops_write_didx(ckl_backup *b, const char *name, size_t nchunks
     }
   }
   rc = ckl_backup_archive_close(a);
-  if (data_out) *data_out = all;
-  else free(all);
+  if (data_out)
+    *data_out = all;
+  else
+    free(all);
   return rc;
 }
 

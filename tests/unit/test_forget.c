@@ -23,8 +23,7 @@ static int reset(void **state) {
 
 static char *lock_file(const ops_store *s, const ckl_snapshot_name *n, const char *suffix) {
   char *p = NULL;
-  if (asprintf(&p, "%s/.locks/%s/%s/%s%s", s->path, n->type, n->id, n->time, suffix) < 0)
-    abort();
+  if (asprintf(&p, "%s/.locks/%s/%s/%s%s", s->path, n->type, n->id, n->time, suffix) < 0) abort();
   return p;
 }
 
@@ -299,7 +298,7 @@ static void test_manifest_lock_deadline(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_missing_and_invalid),   T(test_deletes_at_once),
+      T(test_missing_and_invalid),    T(test_deletes_at_once),
       T(test_gc_active_leaves_trash), T(test_commit_failure_after_move),
       T(test_busy_reader_in_process), T(test_busy_reader_across_processes),
       T(test_busy_verify_and_forget), T(test_busy_backup),

@@ -219,8 +219,11 @@ static void test_temp_files(void **state) {
   ckl__state *st;
   assert_int_equal(ckl__state_open(s->path, &st), 0);
   const ckl__host_ident *me = ckl__host_identity();
-  ckl__roster_ident id = {.host_id = me->host_id, .boot_id = me->boot_id,
-                          .hostname = me->hostname, .pidns = me->pidns, .pid = getpid(),
+  ckl__roster_ident id = {.host_id = me->host_id,
+                          .boot_id = me->boot_id,
+                          .hostname = me->hostname,
+                          .pidns = me->pidns,
+                          .pid = getpid(),
                           .start_ns = ckl__now_realtime_ns() - INT64_C(7200) * 1000000000};
   ckl__self_start_time(&id.pid_start);
   ckl__roster_reg reg = {.operation = "backup", .target = "host/x/2023-11-14T22:13:20Z"};

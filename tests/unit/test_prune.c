@@ -70,8 +70,12 @@ static void test_select_tables(void **state) {
   { /* every rule at once over 30 days of 6-hourly snapshots */
     int64_t t[120];
     for (int i = 0; i < 120; i++) t[i] = day0 + 30 * D - (int64_t)i * 6 * H;
-    ckl_prune_opts o = {.keep_last = 2, .keep_hourly = 3, .keep_daily = 4, .keep_weekly = 2,
-                        .keep_monthly = 1, .keep_yearly = 1};
+    ckl_prune_opts o = {.keep_last = 2,
+                        .keep_hourly = 3,
+                        .keep_daily = 4,
+                        .keep_weekly = 2,
+                        .keep_monthly = 1,
+                        .keep_yearly = 1};
     /* t[0] is Sat 2024-02-10 00:00, ISO week 6; each step is 6 h back.
      * last: 0, 1. hourly: 0, 1, 2. daily: the newest of Feb 10 (0),
      * Feb 9 (1: 18:00), Feb 8 (5), Feb 7 (9). weekly: week 6 (0) and
