@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/internal.h"
@@ -28,6 +30,7 @@
 typedef struct ops_store {
   char *dir, *path;
   ckl_store *st;
+  int64_t reset_s; /* wall clock of the last reset (seconds) */
 } ops_store;
 
 /* A fresh store (sync "none": tmpfs, speed). */
@@ -83,15 +86,27 @@ static inline void ops_store_reset(ops_store *s) {
   ops_empty_dir(p, NULL);
   snprintf(p, sizeof p, "%s/.locks", s->path);
   ops_empty_dir(p, NULL);
+  /* Only the prefix directories changed since the last reset can hold
+   * anything: a create, rename or unlink in a directory moves its mtime.
+   * One second of slack covers coarse file timestamps. */
+  snprintf(p, sizeof p, "%s/.chunks", s->path);
+  int cfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(cfd >= 0);
   for (unsigned i = 0; i < 0x10000; i++) {
-    snprintf(p, sizeof p, "%s/.chunks/%04x", s->path, i);
-    DIR *d = opendir(p);
+    char name[8];
+    snprintf(name, sizeof name, "%04x", i);
+    struct stat sb;
+    if (fstatat(cfd, name, &sb, 0) != 0 || sb.st_mtim.tv_sec < s->reset_s - 1) continue;
+    int fd = openat(cfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) continue;
     struct dirent *e;
     while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(dirfd(d), e->d_name, 0);
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(fd, e->d_name, 0);
     closedir(d);
   }
+  close(cfd);
+  s->reset_s = (int64_t)time(NULL);
 }
 
 /* cmocka group and per-test hooks: one store per file, reset per test. */
