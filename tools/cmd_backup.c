@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tools/catalog.h"
@@ -366,6 +367,14 @@ static int run(bk *k, char **paths, int npaths, const ckl_group_name *g, int64_t
   ckl_backup_opts bo = {.time_s = time_s, .flags = full ? 0 : CKL_BACKUP_BASE_LATEST,
                         .busy_holder = &who};
   int rc = ckl_backup_begin(k->st, g, &bo, &k->b);
+  /* Snapshot times are whole seconds: a second backup of the group within
+   * the same second (no --time given) waits for the next one. */
+  for (int retry = 0; rc == -EEXIST && time_s == 0 && retry < 2; retry++) {
+    int64_t now = cli_wall_ns();
+    struct timespec ts = {0, (long)(1000000000LL - now % 1000000000LL)};
+    nanosleep(&ts, NULL);
+    rc = ckl_backup_begin(k->st, g, &bo, &k->b);
+  }
   if (rc == -EEXIST)
     return cli_fail(rc, NULL, "a snapshot of %s/%s at that time exists", g->type, g->id);
   if (rc < 0) return cli_fail(rc, &who, "cannot start a backup of %s/%s", g->type, g->id);

@@ -27,12 +27,12 @@ static const char prune_usage[] =
     "  --dry-run       show what would be removed, remove nothing\n"
     "  --wait SECONDS  wait this long while the store is frozen (with-lock)\n";
 
-/* A freeze (with-lock --shared) makes forget and prune busy. With --wait
- * the CLI waits for it by taking a deleter guard first: the library's own
- * guard inside forget/prune then always succeeds (a holder of a deleter
- * guard gets another at once, freeze.h). */
+/* A freeze (with-lock) makes forget and prune busy. The CLI takes the
+ * deleter guard itself, before the snapshot and group locks, so that it
+ * can wait for a freeze (--wait) and name it; the library's own guard
+ * inside forget/prune then always succeeds (a holder of a deleter guard
+ * gets another at once, freeze.h). */
 static int wait_freeze(ckl_store *st, int64_t wait_ms, ckl_deleter *d, const char *op) {
-  if (wait_ms == CKL_TRY) return CLI_EXIT_OK;
   ckl_holder who = {0};
   ckl_freeze_opts fo = {.timeout_ms = wait_ms, .operation = op, .busy_holder = &who};
   int rc = ckl_deleter_acquire(st, d, &fo);
