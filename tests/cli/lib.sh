@@ -78,3 +78,44 @@ wait_for() {
 new_store() {
   ck init "$T/store" --atime-safety 0 --gc-margin 0 >/dev/null
 }
+
+# Skip (ctest SKIP_RETURN_CODE 77) when a command this test needs is not
+# built: backup and friends need the operations module, demo the runtime.
+require_command() {
+  if ! "$CHUNKLOCK" "$1" --help >/dev/null 2>&1; then
+    echo "SKIP: 'chunklock $1' is not built"
+    exit 77
+  fi
+}
+
+# tree_digest DIR: one line per entry (relative path, type, mode, mtime in
+# ns, size, SHA-256 of the content or the symlink target), sorted; two
+# trees are identical when their digests are.
+tree_digest() {
+  /usr/bin/python3 - "$1" <<'PY'
+import hashlib, os, stat, sys
+root = os.fsencode(sys.argv[1])
+out = []
+for dirpath, dirs, files in os.walk(root):
+    for name in dirs + files:
+        p = os.path.join(dirpath, name)
+        st = os.lstat(p)
+        rel = os.path.relpath(p, root)
+        if stat.S_ISLNK(st.st_mode):
+            kind, what = "l", hashlib.sha256(os.readlink(p)).hexdigest()
+        elif stat.S_ISDIR(st.st_mode):
+            kind, what = "d", ""
+        elif stat.S_ISREG(st.st_mode):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    h.update(b)
+            kind, what = "f", h.hexdigest()
+        else:
+            continue
+        mode = "" if kind == "l" else oct(stat.S_IMODE(st.st_mode))
+        size = st.st_size if kind == "f" else ""
+        out.append("%s %s %s %d %s %s" % (rel.hex(), kind, mode, st.st_mtime_ns, size, what))
+print("\n".join(sorted(out)))
+PY
+}
