@@ -64,7 +64,7 @@ expect_exit 1 ck forget "$S" "$old"                              # gone now
 expect_exit 0 ck fsck "$S"
 
 # -- damage: a corrupt chunk makes verify and fsck exit 4
-chunk=$(find "$S/.chunks" -type f -name '[0-9a-f]*' | head -n 1)
+chunk=$(find "$S/.chunks" -type f -size +100k | head -n 1)   # the file's chunk, referenced
 chmod u+w "$chunk"
 printf 'garbage' | dd of="$chunk" bs=1 seek=40 conv=notrunc status=none
 expect_exit 4 ck verify "$S"
