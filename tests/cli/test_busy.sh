@@ -4,7 +4,9 @@
 # verify.before_finish) exits 3 naming the verify; the same while a
 # restore reads it (paused at restore.after_open); prune skips it with a
 # warning. A frozen store (with-lock --shared) makes forget and prune exit
-# 3 naming the freeze, and --wait gets through once it ends. fsck and
+# 3 naming the freeze while backups and verify go on, and --wait gets
+# through once it ends. Under with-lock --exclusive a backup of another
+# process, a forget and a gc exit 3, restore and verify run. fsck and
 # verify report damage with exit 4.
 . "$CKL_CLI_LIB"
 require_command backup
@@ -54,6 +56,8 @@ expect_err "held by with-lock (pid $w"
 expect_exit 3 ck prune "$S" host/x --keep-last 1
 expect_err "held by with-lock"
 expect_exit 0 ck prune "$S" host/x --keep-last 1 --dry-run   # deletes nothing: allowed
+expect_exit 0 ck backup "$S" host/x "$T/src" --time 2026-01-03T00:00:00Z  # backups still add
+expect_exit 0 ck verify "$S" host/x/2026-01-03T00:00:00Z                  # readers still read
 "$CHUNKLOCK" forget "$S" "$old" --wait 30 >"$T/f.out" 2>&1 &
 f=$!
 BG_PIDS+=($f)
@@ -61,6 +65,21 @@ touch "$T/thaw"
 wait "$w"
 wait "$f" || fail "forget --wait failed: $(cat "$T/f.out")"
 expect_exit 1 ck forget "$S" "$old"                              # gone now
+
+# -- with-lock --exclusive: no backup in another process, readers go on
+"$CHUNKLOCK" with-lock "$S" --exclusive -- sh -c 'touch "$0/excl"; while [ ! -e "$0/done" ]; do sleep 0.01; done' "$T" &
+x=$!
+BG_PIDS+=($x)
+wait_for "$T/excl"
+expect_exit 3 ck backup "$S" host/y "$T/src" --time 2026-01-04T00:00:00Z
+expect_err "(pid $x"
+expect_exit 3 ck forget "$S" host/x/2026-01-02T00:00:00Z
+expect_exit 3 ck gc "$S"
+expect_exit 0 ck restore "$S" host/x/2026-01-02T00:00:00Z "$T/r2"
+expect_exit 0 ck verify "$S" host/x/2026-01-02T00:00:00Z
+touch "$T/done"
+wait "$x"
+expect_exit 0 ck backup "$S" host/y "$T/src" --time 2026-01-04T00:00:00Z
 expect_exit 0 ck fsck "$S"
 
 # -- damage: a corrupt chunk makes verify and fsck exit 4
