@@ -15,8 +15,6 @@
  * (ckl_backup_reuse_chunk). A chunk a GC swept meanwhile answers -ENOENT;
  * the file is then read from that chunk's offset on and chunked afresh.
  */
-#include "chunklock/chunklock.h"
-#if __has_include("chunklock/backup.h")
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -523,6 +521,3 @@ static int parse_time(const char *s, int64_t *out) {
   *out = *p == '+' ? t - off : t + off;
   return 0;
 }
-#else
-#include "tools/cli.h"
-#endif

@@ -1,7 +1,5 @@
 /* tools/cmd_forget.c - `chunklock forget STORE SNAPSHOT` and
  * `chunklock prune STORE TYPE/ID --keep-last N ...`. */
-#include "chunklock/chunklock.h"
-#if __has_include("chunklock/maintenance.h")
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -183,6 +181,3 @@ int cli_cmd_prune(int argc, char **argv) {
   ckl_store_close(st);
   return ec;
 }
-#else
-#include "tools/cli.h"
-#endif

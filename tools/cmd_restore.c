@@ -14,8 +14,6 @@
  * O_EXCL|O_NOFOLLOW, so no entry can write outside DEST, even through a
  * symlink the same restore created.
  */
-#include "chunklock/chunklock.h"
-#if __has_include("chunklock/backup.h")
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -327,6 +325,3 @@ out:
   ckl_store_close(st);
   return ec;
 }
-#else
-#include "tools/cli.h"
-#endif

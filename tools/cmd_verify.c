@@ -1,7 +1,5 @@
 /* tools/cmd_verify.c - `chunklock verify STORE [SNAPSHOT]` and
  * `chunklock fsck STORE`. */
-#include "chunklock/chunklock.h"
-#if __has_include("chunklock/maintenance.h")
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -218,6 +216,3 @@ int cli_cmd_fsck(int argc, char **argv) {
   ckl_store_close(st);
   return sum.problems ? CLI_EXIT_DAMAGE : CLI_EXIT_OK;
 }
-#else
-#include "tools/cli.h"
-#endif

@@ -12,20 +12,14 @@
 
 static const cli_command commands[] = {
     {"init", "create a store", cli_cmd_init},
-#if __has_include("chunklock/backup.h")
     {"backup", "back up files and directories into a new snapshot", cli_cmd_backup},
     {"restore", "restore a snapshot into a directory", cli_cmd_restore},
-#endif
     {"list", "list groups and snapshots", cli_cmd_list},
-#if __has_include("chunklock/maintenance.h")
     {"forget", "remove one snapshot", cli_cmd_forget},
     {"prune", "remove the snapshots of a group that no keep rule keeps", cli_cmd_prune},
-#endif
     {"gc", "remove chunks that no snapshot references", cli_cmd_gc},
-#if __has_include("chunklock/maintenance.h")
     {"verify", "check that snapshots can be read back", cli_cmd_verify},
     {"fsck", "check the whole store", cli_cmd_fsck},
-#endif
     {"status", "chunks, bytes, dedup factor, last GC", cli_cmd_status},
     {"locks", "every holder of a lock on the store", cli_cmd_locks},
     {"with-lock", "run a command under a store-wide lock", cli_cmd_with_lock},

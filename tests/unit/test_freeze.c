@@ -5,7 +5,8 @@
  * contention (a freezer and a deleter never hold at once); waiting; fork
  * inertness; what an exclusive freeze excludes (GC lock, writers of other
  * processes) and what a failed one leaves behind (nothing); and the GC's
- * wiring (a frozen store refuses a sweeping GC, not a dry run).
+ * wiring (a frozen store refuses a sweeping GC, not a dry run), and
+ * forget's and prune's.
  */
 // ctest-labels: threads
 #include "testutil.h"
@@ -386,6 +387,48 @@ static void test_gc_honours_freeze(void **state) {
   assert_frozen(f, 0, 0);
 }
 
+/* forget and prune honour the freeze in the library itself: CKL_EBUSY
+ * naming the freezer, the snapshots untouched; a dry-run prune goes on. */
+static void test_forget_prune_honour_freeze(void **state) {
+  gcfx *f = *state;
+  uint32_t ids[] = {1, 2};
+  gcfx_snapshot(f, "host/a/2026-01-01T00:00:00Z", ids, 2);
+  gcfx_snapshot(f, "host/a/2026-01-02T00:00:00Z", ids, 2);
+  ckl_snapshot_name old;
+  assert_int_equal(ckl_snapshot_name_parse("host/a/2026-01-01T00:00:00Z", &old), 0);
+  ckl_group_name g;
+  assert_int_equal(ckl_group_name_parse("host/a", &g), 0);
+  char path[4096];
+  assert_true(ckl_snapshot_path(f->st, &old, path, sizeof path) > 0);
+
+  ckl_freeze fz = {0};
+  ckl_freeze_opts fo = {.operation = "with-lock"};
+  assert_int_equal(ckl_freeze_acquire(f->st, CKL_FREEZE_SHARED, &fz, &fo), 0);
+  ckl_holder who = {0};
+  ckl_forget_opts o = {.busy_holder = &who};
+  assert_int_equal(ckl_forget(f->st, &old, &o), CKL_EBUSY);
+  assert_string_equal(who.operation, "with-lock");
+  assert_int_equal(access(path, F_OK), 0);
+  memset(&who, 0, sizeof who);
+  ckl_prune_opts po = {.keep_last = 1, .busy_holder = &who};
+  ckl_prune_item *items = NULL;
+  size_t n = 99;
+  assert_int_equal(ckl_prune(f->st, &g, &po, &items, &n), CKL_EBUSY);
+  assert_string_equal(who.operation, "with-lock");
+  free(items);
+  po.dry_run = 1;
+  assert_int_equal(ckl_prune(f->st, &g, &po, &items, &n), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(items[1].keep, 0); /* would remove the old one */
+  free(items);
+  assert_int_equal(access(path, F_OK), 0);
+  ckl_freeze_release(&fz);
+
+  assert_int_equal(ckl_forget(f->st, &old, NULL), CKL_FORGET_DELETED);
+  assert_int_equal(access(path, F_OK), -1);
+  assert_frozen(f, 0, 0); /* forget's deleter guard went with it */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_groups_share_and_exclude, setup, teardown),
@@ -396,6 +439,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_cross_process, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fork_inert, setup, teardown),
       cmocka_unit_test_setup_teardown(test_gc_honours_freeze, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_forget_prune_honour_freeze, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
