@@ -16,7 +16,7 @@ static const char *command = "";
 void cli_set_command(const char *name) { command = name ? name : ""; }
 const char *cli_command_name(void) { return command; }
 
-static void vmsg(const char *fmt, va_list ap) {
+__attribute__((format(printf, 1, 0))) static void vmsg(const char *fmt, va_list ap) {
   fprintf(stderr, "chunklock%s%s: ", command[0] ? " " : "", command);
   vfprintf(stderr, fmt, ap);
 }

@@ -97,7 +97,7 @@ static int scan_dir(bk *k, const char *fs, const char *rel) {
     n++;
   }
   closedir(d);
-  if (rc == 0) qsort(names, n, sizeof *names, cmp_names);
+  if (rc == 0 && n > 0) qsort(names, n, sizeof *names, cmp_names); /* names is NULL when empty */
   for (size_t i = 0; rc == 0 && i < n; i++) {
     size_t fl = strlen(fs) + strlen(names[i]) + 2, rl = strlen(rel) + strlen(names[i]) + 2;
     char *cf = malloc(fl), *cr = malloc(rl);
