@@ -427,11 +427,11 @@ static int run(bk *k, char **paths, int npaths, const ckl_group_name *g, int64_t
 }
 
 int cli_cmd_backup(int argc, char **argv) {
-  enum { O_TIME = 1, O_CHUNK, O_FULL, O_JSON };
-  static const struct option lo[] = {{"time", required_argument, NULL, O_TIME},
-                                     {"chunk-size", required_argument, NULL, O_CHUNK},
-                                     {"full", no_argument, NULL, O_FULL},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_TIME = 1, OPT_CHUNK, OPT_FULL, OPT_JSON };
+  static const struct option lo[] = {{"time", required_argument, NULL, OPT_TIME},
+                                     {"chunk-size", required_argument, NULL, OPT_CHUNK},
+                                     {"full", no_argument, NULL, OPT_FULL},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, full = 0, c;
@@ -441,14 +441,14 @@ int cli_cmd_backup(int argc, char **argv) {
     switch (c) {
     case -2: return CLI_EXIT_USAGE;
     case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
-    case O_JSON: json = 1; break;
-    case O_FULL: full = 1; break;
-    case O_TIME:
+    case OPT_JSON: json = 1; break;
+    case OPT_FULL: full = 1; break;
+    case OPT_TIME:
       if (parse_time(cli_optarg, &time_s) < 0)
         return cli_usage_error("--time: '%s' is not an RFC 3339 time", cli_optarg);
       if (time_s <= 0) return cli_usage_error("--time must be after 1970");
       break;
-    case O_CHUNK:
+    case OPT_CHUNK:
       if (cli_parse_size("--chunk-size", cli_optarg, &avg) < 0) return CLI_EXIT_USAGE;
       if (avg < 4096 || avg > CKL_CDC_MAX_AVG || (avg & (avg - 1)))
         return cli_usage_error("--chunk-size must be a power of two in [4K, 4M]");

@@ -39,9 +39,9 @@ static int wait_freeze(ckl_store *st, int64_t wait_ms, ckl_deleter *d, const cha
 }
 
 int cli_cmd_forget(int argc, char **argv) {
-  enum { O_WAIT = 1, O_JSON };
-  static const struct option lo[] = {{"wait", required_argument, NULL, O_WAIT},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_WAIT = 1, OPT_JSON };
+  static const struct option lo[] = {{"wait", required_argument, NULL, OPT_WAIT},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -52,8 +52,8 @@ int cli_cmd_forget(int argc, char **argv) {
       fputs(forget_usage, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
-    if (c == O_WAIT && cli_parse_seconds_ms("--wait", cli_optarg, &wait_ms) < 0)
+    if (c == OPT_JSON) json = 1;
+    if (c == OPT_WAIT && cli_parse_seconds_ms("--wait", cli_optarg, &wait_ms) < 0)
       return CLI_EXIT_USAGE;
   }
   if (argc - cli_optind != 2) return cli_usage_error("expected STORE SNAPSHOT");
@@ -88,16 +88,16 @@ int cli_cmd_forget(int argc, char **argv) {
 }
 
 int cli_cmd_prune(int argc, char **argv) {
-  enum { O_LAST = 1, O_HOURLY, O_DAILY, O_WEEKLY, O_MONTHLY, O_YEARLY, O_DRY, O_WAIT, O_JSON };
-  static const struct option lo[] = {{"keep-last", required_argument, NULL, O_LAST},
-                                     {"keep-hourly", required_argument, NULL, O_HOURLY},
-                                     {"keep-daily", required_argument, NULL, O_DAILY},
-                                     {"keep-weekly", required_argument, NULL, O_WEEKLY},
-                                     {"keep-monthly", required_argument, NULL, O_MONTHLY},
-                                     {"keep-yearly", required_argument, NULL, O_YEARLY},
-                                     {"dry-run", no_argument, NULL, O_DRY},
-                                     {"wait", required_argument, NULL, O_WAIT},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_LAST = 1, OPT_HOURLY, OPT_DAILY, OPT_WEEKLY, OPT_MONTHLY, OPT_YEARLY, OPT_DRY, OPT_WAIT, OPT_JSON };
+  static const struct option lo[] = {{"keep-last", required_argument, NULL, OPT_LAST},
+                                     {"keep-hourly", required_argument, NULL, OPT_HOURLY},
+                                     {"keep-daily", required_argument, NULL, OPT_DAILY},
+                                     {"keep-weekly", required_argument, NULL, OPT_WEEKLY},
+                                     {"keep-monthly", required_argument, NULL, OPT_MONTHLY},
+                                     {"keep-yearly", required_argument, NULL, OPT_YEARLY},
+                                     {"dry-run", no_argument, NULL, OPT_DRY},
+                                     {"wait", required_argument, NULL, OPT_WAIT},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   ckl_prune_opts po = {0};
@@ -112,13 +112,13 @@ int cli_cmd_prune(int argc, char **argv) {
       fputs(prune_usage, stdout);
       return CLI_EXIT_OK;
     }
-    if (c >= O_LAST && c <= O_YEARLY) {
+    if (c >= OPT_LAST && c <= OPT_YEARLY) {
       if (cli_parse_uint(lo[c - 1].name, cli_optarg, 1000000, &v) < 0) return CLI_EXIT_USAGE;
       *rule[c] = (unsigned)v;
     }
-    if (c == O_DRY) po.dry_run = 1;
-    if (c == O_JSON) json = 1;
-    if (c == O_WAIT && cli_parse_seconds_ms("--wait", cli_optarg, &wait_ms) < 0)
+    if (c == OPT_DRY) po.dry_run = 1;
+    if (c == OPT_JSON) json = 1;
+    if (c == OPT_WAIT && cli_parse_seconds_ms("--wait", cli_optarg, &wait_ms) < 0)
       return CLI_EXIT_USAGE;
   }
   if (argc - cli_optind != 2) return cli_usage_error("expected STORE TYPE/ID");

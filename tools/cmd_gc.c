@@ -43,12 +43,12 @@ static json_t *result_json(const ckl_gc_result *r) {
 }
 
 int cli_cmd_gc(int argc, char **argv) {
-  enum { O_DRY = 1, O_EXCL, O_WAIT, O_CUTOFF, O_JSON };
-  static const struct option lo[] = {{"dry-run", no_argument, NULL, O_DRY},
-                                     {"exclusive", no_argument, NULL, O_EXCL},
-                                     {"wait", required_argument, NULL, O_WAIT},
-                                     {"atime-cutoff", required_argument, NULL, O_CUTOFF},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_DRY = 1, OPT_EXCL, OPT_WAIT, OPT_CUTOFF, OPT_JSON };
+  static const struct option lo[] = {{"dry-run", no_argument, NULL, OPT_DRY},
+                                     {"exclusive", no_argument, NULL, OPT_EXCL},
+                                     {"wait", required_argument, NULL, OPT_WAIT},
+                                     {"atime-cutoff", required_argument, NULL, OPT_CUTOFF},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   ckl_gc_opts o = {0};
@@ -60,13 +60,13 @@ int cli_cmd_gc(int argc, char **argv) {
     switch (c) {
     case -2: return CLI_EXIT_USAGE;
     case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
-    case O_DRY: o.dry_run = 1; break;
-    case O_EXCL: o.exclusive = 1; break;
-    case O_JSON: json = 1; break;
-    case O_WAIT:
+    case OPT_DRY: o.dry_run = 1; break;
+    case OPT_EXCL: o.exclusive = 1; break;
+    case OPT_JSON: json = 1; break;
+    case OPT_WAIT:
       if (cli_parse_seconds_ms("--wait", cli_optarg, &o.wait_ms) < 0) return CLI_EXIT_USAGE;
       break;
-    case O_CUTOFF:
+    case OPT_CUTOFF:
       if (cli_parse_uint("--atime-cutoff", cli_optarg, 31536000, &v) < 0) return CLI_EXIT_USAGE;
       o.atime_safety_s = (int64_t)v;
       o.use_safety = 1;

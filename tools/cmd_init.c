@@ -22,15 +22,15 @@ static const char usage_text[] =
     "  --locks-dir DIR         keep lock files under DIR/<store uuid> (absolute)\n";
 
 int cli_cmd_init(int argc, char **argv) {
-  enum { O_CHUNK = 1, O_LEVEL, O_SYNC, O_SAFETY, O_MARGIN, O_LOCKS, O_JSON };
+  enum { OPT_CHUNK = 1, OPT_LEVEL, OPT_SYNC, OPT_SAFETY, OPT_MARGIN, OPT_LOCKS, OPT_JSON };
   static const struct option lo[] = {
-      {"chunk-size", required_argument, NULL, O_CHUNK},
-      {"compress-level", required_argument, NULL, O_LEVEL},
-      {"sync", required_argument, NULL, O_SYNC},
-      {"atime-safety", required_argument, NULL, O_SAFETY},
-      {"gc-margin", required_argument, NULL, O_MARGIN},
-      {"locks-dir", required_argument, NULL, O_LOCKS},
-      {"json", no_argument, NULL, O_JSON},
+      {"chunk-size", required_argument, NULL, OPT_CHUNK},
+      {"compress-level", required_argument, NULL, OPT_LEVEL},
+      {"sync", required_argument, NULL, OPT_SYNC},
+      {"atime-safety", required_argument, NULL, OPT_SAFETY},
+      {"gc-margin", required_argument, NULL, OPT_MARGIN},
+      {"locks-dir", required_argument, NULL, OPT_LOCKS},
+      {"json", no_argument, NULL, OPT_JSON},
       {"help", no_argument, NULL, 'h'},
       {0}};
   ckl_store_create_opts co = {0};
@@ -40,14 +40,14 @@ int cli_cmd_init(int argc, char **argv) {
     switch (c) {
     case -2: return CLI_EXIT_USAGE;
     case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
-    case O_JSON: json = 1; break;
-    case O_CHUNK:
+    case OPT_JSON: json = 1; break;
+    case OPT_CHUNK:
       if (cli_parse_size("--chunk-size", cli_optarg, &v) < 0) return CLI_EXIT_USAGE;
       if (v < (64u << 10) || v > (4u << 20) || (v & (v - 1)))
         return cli_usage_error("--chunk-size must be a power of two in [64K, 4M]");
       co.chunk_average_size = (uint32_t)v;
       break;
-    case O_LEVEL:
+    case OPT_LEVEL:
       if (!strcmp(cli_optarg, "-1")) {
         co.compress_level = -1;
       } else {
@@ -56,23 +56,23 @@ int cli_cmd_init(int argc, char **argv) {
         co.compress_level = (int)v;
       }
       break;
-    case O_SYNC:
+    case OPT_SYNC:
       if (!strcmp(cli_optarg, "filesystem")) co.sync = CKL_SYNC_FILESYSTEM;
       else if (!strcmp(cli_optarg, "file")) co.sync = CKL_SYNC_FILE;
       else if (!strcmp(cli_optarg, "none")) co.sync = CKL_SYNC_NONE;
       else return cli_usage_error("--sync is filesystem, file or none");
       break;
-    case O_SAFETY:
+    case OPT_SAFETY:
       if (cli_parse_uint("--atime-safety", cli_optarg, 31536000, &v) < 0) return CLI_EXIT_USAGE;
       co.gc_atime_safety_s = (int64_t)v;
       co.set |= CKL_STORE_SET_ATIME_SAFETY;
       break;
-    case O_MARGIN:
+    case OPT_MARGIN:
       if (cli_parse_uint("--gc-margin", cli_optarg, 3600, &v) < 0) return CLI_EXIT_USAGE;
       co.gc_margin_s = (int64_t)v;
       co.set |= CKL_STORE_SET_MARGIN;
       break;
-    case O_LOCKS:
+    case OPT_LOCKS:
       if (cli_optarg[0] != '/') return cli_usage_error("--locks-dir must be an absolute path");
       co.locks_dir = cli_optarg;
       break;

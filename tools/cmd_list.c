@@ -57,8 +57,8 @@ static int list_group(ckl_store *st, const ckl_group_name *g, json_t *arr, int *
 }
 
 int cli_cmd_list(int argc, char **argv) {
-  enum { O_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, O_JSON},
+  enum { OPT_JSON = 1 };
+  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -68,7 +68,7 @@ int cli_cmd_list(int argc, char **argv) {
       fputs(usage_text, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
+    if (c == OPT_JSON) json = 1;
   }
   int nargs = argc - cli_optind;
   if (nargs < 1 || nargs > 2) return cli_usage_error("expected STORE [TYPE/ID]");

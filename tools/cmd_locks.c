@@ -70,9 +70,9 @@ static const char *frozen_name(int f) {
 }
 
 int cli_cmd_locks(int argc, char **argv) {
-  enum { O_REAP = 1, O_JSON };
-  static const struct option lo[] = {{"reap", no_argument, NULL, O_REAP},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_REAP = 1, OPT_JSON };
+  static const struct option lo[] = {{"reap", no_argument, NULL, OPT_REAP},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, reap = 0, c;
@@ -82,8 +82,8 @@ int cli_cmd_locks(int argc, char **argv) {
       fputs(usage_text, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_REAP) reap = 1;
-    if (c == O_JSON) json = 1;
+    if (c == OPT_REAP) reap = 1;
+    if (c == OPT_JSON) json = 1;
   }
   if (argc - cli_optind != 1) return cli_usage_error("expected exactly one STORE");
   ckl_store *st;

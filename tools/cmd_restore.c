@@ -244,8 +244,8 @@ static int open_dest(const char *dest) {
 }
 
 int cli_cmd_restore(int argc, char **argv) {
-  enum { O_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, O_JSON},
+  enum { OPT_JSON = 1 };
+  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -255,7 +255,7 @@ int cli_cmd_restore(int argc, char **argv) {
       fputs(usage_text, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
+    if (c == OPT_JSON) json = 1;
   }
   if (argc - cli_optind != 3) return cli_usage_error("expected STORE SNAPSHOT DEST");
   ckl_snapshot_name sn;

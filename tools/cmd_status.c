@@ -117,8 +117,8 @@ int cli_store_stats(ckl_store *st, cli_stats *s, cli_progress *p) {
 }
 
 int cli_cmd_status(int argc, char **argv) {
-  enum { O_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, O_JSON},
+  enum { OPT_JSON = 1 };
+  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -128,7 +128,7 @@ int cli_cmd_status(int argc, char **argv) {
       fputs(usage_text, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
+    if (c == OPT_JSON) json = 1;
   }
   if (argc - cli_optind != 1) return cli_usage_error("expected exactly one STORE");
   ckl_store *st;

@@ -64,8 +64,8 @@ static void verify_one(ckl_store *st, const ckl_snapshot_name *n, vsum *s, cli_p
 }
 
 int cli_cmd_verify(int argc, char **argv) {
-  enum { O_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, O_JSON},
+  enum { OPT_JSON = 1 };
+  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -75,7 +75,7 @@ int cli_cmd_verify(int argc, char **argv) {
       fputs(verify_usage, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
+    if (c == OPT_JSON) json = 1;
   }
   int nargs = argc - cli_optind;
   if (nargs < 1 || nargs > 2) return cli_usage_error("expected STORE [SNAPSHOT]");
@@ -165,9 +165,9 @@ static void on_problem(const ckl_fsck_problem *pr, void *arg) {
 }
 
 int cli_cmd_fsck(int argc, char **argv) {
-  enum { O_CLEAN = 1, O_JSON };
-  static const struct option lo[] = {{"clean", no_argument, NULL, O_CLEAN},
-                                     {"json", no_argument, NULL, O_JSON},
+  enum { OPT_CLEAN = 1, OPT_JSON };
+  static const struct option lo[] = {{"clean", no_argument, NULL, OPT_CLEAN},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int json = 0, c;
@@ -178,8 +178,8 @@ int cli_cmd_fsck(int argc, char **argv) {
       fputs(fsck_usage, stdout);
       return CLI_EXIT_OK;
     }
-    if (c == O_JSON) json = 1;
-    if (c == O_CLEAN) fo.flags |= CKL_FSCK_CLEAN;
+    if (c == OPT_JSON) json = 1;
+    if (c == OPT_CLEAN) fo.flags |= CKL_FSCK_CLEAN;
   }
   if (argc - cli_optind != 1) return cli_usage_error("expected exactly one STORE");
   ckl_store *st;

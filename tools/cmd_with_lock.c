@@ -44,10 +44,10 @@ int cli_cmd_with_lock(int argc, char **argv) {
       break;
     }
   int nopt = dash < 0 ? argc : dash;
-  enum { O_SHARED = 1, O_EXCL, O_WAIT };
-  static const struct option lo[] = {{"shared", no_argument, NULL, O_SHARED},
-                                     {"exclusive", no_argument, NULL, O_EXCL},
-                                     {"wait", required_argument, NULL, O_WAIT},
+  enum { OPT_SHARED = 1, OPT_EXCL, OPT_WAIT };
+  static const struct option lo[] = {{"shared", no_argument, NULL, OPT_SHARED},
+                                     {"exclusive", no_argument, NULL, OPT_EXCL},
+                                     {"wait", required_argument, NULL, OPT_WAIT},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   int mode = 0, c;
@@ -58,12 +58,12 @@ int cli_cmd_with_lock(int argc, char **argv) {
     switch (c) {
     case -2: return CLI_EXIT_USAGE;
     case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
-    case O_SHARED:
-    case O_EXCL:
+    case OPT_SHARED:
+    case OPT_EXCL:
       if (mode && mode != c) return cli_usage_error("--shared and --exclusive exclude each other");
       mode = c;
       break;
-    case O_WAIT:
+    case OPT_WAIT:
       if (cli_parse_seconds_ms("--wait", cli_optarg, &wait_ms) < 0) return CLI_EXIT_USAGE;
       break;
     default: break;
@@ -82,7 +82,7 @@ int cli_cmd_with_lock(int argc, char **argv) {
   ckl_freeze f = {0};
   ckl_holder who = {0};
   ckl_freeze_opts fo = {.timeout_ms = wait_ms, .operation = "with-lock", .busy_holder = &who};
-  ckl_freeze_mode fm = mode == O_EXCL ? CKL_FREEZE_EXCLUSIVE : CKL_FREEZE_SHARED;
+  ckl_freeze_mode fm = mode == OPT_EXCL ? CKL_FREEZE_EXCLUSIVE : CKL_FREEZE_SHARED;
   int rc = ckl_freeze_acquire(st, fm, &f, &fo);
   if (rc < 0) {
     ec = cli_fail(rc, &who, "cannot lock %s %s", ckl_store_path(st),
