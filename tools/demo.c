@@ -117,6 +117,7 @@ static bool settle(demo_job *j, int status, const char *what) {
   demo *d = j->d;
   j->finished = true;
   bool waited = j->waited || j->task.attempts > 1;
+  if (!j->waited && j->task.attempts > 1) d->lock_waits++; /* waited between two views */
   if (status >= 0) {
     if (waited) d->resolved++;
     return true;
@@ -157,12 +158,13 @@ static void snap_gone(demo *d, const ckl_snapshot_name *n) {
       d->snaps[i].gone = true;
 }
 
-/* A random snapshot still there, or -1. */
+/* A snapshot still there, or -1: half of the time one of the oldest
+ * (the ones prunes and forgets go for, so readers and deleters meet). */
 static int snap_pick(demo *d) {
   size_t alive = 0;
   for (size_t i = 0; i < d->nsnaps; i++) alive += !d->snaps[i].gone;
   if (!alive) return -1;
-  size_t k = (size_t)rnd(alive);
+  size_t k = rnd(2) ? (size_t)rnd(alive < 4 ? alive : 4) : (size_t)rnd(alive);
   for (size_t i = 0; i < d->nsnaps; i++)
     if (!d->snaps[i].gone && k-- == 0) return (int)i;
   return -1;
@@ -260,7 +262,7 @@ static ssize_t disk_read(void *arg, void *buf, size_t len) {
 
 static void start_backup(demo *d, int gi) {
   demo_group *g = &d->groups[gi];
-  char label[64];
+  char label[256];
   snprintf(label, sizeof label, "backup %s", g->label);
   demo_job *j = job_new(d, label);
   if (!j) return;
@@ -301,7 +303,7 @@ static void gc_done(ckl_task *t, int status) {
     d->gc_removed_chunks += r->removed_chunks;
     d->gc_removed_bytes += r->removed_bytes;
   }
-  d->next_gc = cli_now_ns() + 1200 * MS;
+  d->next_gc = cli_now_ns() + 700 * MS;
 }
 
 static void start_gc(demo *d) {
@@ -329,12 +331,12 @@ static void prune_done(ckl_task *t, int status) {
       snap_gone(d, &it[i].name);
       d->pruned += it[i].rc == 0;
     }
-  d->next_prune = cli_now_ns() + 900 * MS;
+  d->next_prune = cli_now_ns() + 500 * MS;
 }
 
 static void start_prune(demo *d) {
   int gi = (int)rnd(DEMO_GROUPS);
-  char label[64];
+  char label[256];
   snprintf(label, sizeof label, "prune %s", d->groups[gi].label);
   demo_job *j = job_new(d, label);
   if (!j) return;
@@ -356,20 +358,24 @@ static void forget_done(ckl_task *t, int status) {
   d->forget_busy = false;
   if (settle(j, status, j->label)) d->forgot++;
   if (status >= 0 || status == -ENOENT) d->snaps[j->snap].gone = true;
-  d->next_forget = cli_now_ns() + 1500 * MS;
+  d->next_forget = cli_now_ns() + 700 * MS;
 }
 
-/* Forget the oldest snapshot of a group that has more than three. */
+/* Forget an old snapshot of a group that has more than three: one that
+ * a verify or restore is reading if there is one (the forget then waits
+ * for it), else the oldest. */
 static void start_forget(demo *d) {
   int gi = (int)rnd(DEMO_GROUPS), alive = 0, oldest = -1;
   for (size_t i = 0; i < d->nsnaps; i++)
     if (!d->snaps[i].gone && d->snaps[i].group == gi) {
       alive++;
-      if (oldest < 0) oldest = (int)i;
+      if (oldest < 0 || (d->snaps[i].readers > 0 && d->snaps[oldest].readers == 0 &&
+                         alive <= 3))
+        oldest = (int)i;
     }
   d->next_forget = cli_now_ns() + 500 * MS;
   if (alive <= 3) return;
-  char label[96];
+  char label[256];
   snprintf(label, sizeof label, "forget %s/%s", d->groups[gi].label, d->snaps[oldest].name.time);
   demo_job *j = job_new(d, label);
   if (!j) return;
@@ -397,7 +403,7 @@ static void verify_done(ckl_task *t, int status) {
 static void start_verify(demo *d) {
   int s = snap_pick(d);
   if (s < 0) return;
-  char label[96];
+  char label[256];
   snprintf(label, sizeof label, "verify %s/%s/%s", d->snaps[s].name.type, d->snaps[s].name.id,
            d->snaps[s].name.time);
   demo_job *j = job_new(d, label);
@@ -445,7 +451,7 @@ static void read_done(ckl_task *t, int status) {
 static void start_read(demo *d) {
   int s = snap_pick(d);
   if (s < 0) return;
-  char label[96];
+  char label[256];
   snprintf(label, sizeof label, "restore %s/%s/%s", d->snaps[s].name.type,
            d->snaps[s].name.id, d->snaps[s].name.time);
   demo_job *j = job_new(d, label);
@@ -499,6 +505,9 @@ static void start_freeze(demo *d) {
     return;
   }
   demo_event(d, "freeze requested (what `chunklock with-lock --shared` takes)");
+  /* ask for deletions while it is held: they wait for it */
+  int64_t soon = cli_now_ns() + 200 * MS;
+  d->next_gc = d->next_prune = d->next_forget = soon;
 }
 
 /* The roster, listed on a worker (an LMDB transaction never runs on the

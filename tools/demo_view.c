@@ -91,7 +91,7 @@ void demo_view(demo *d, bool final) {
   int shown = 0;
   for (demo_job *j = d->jobs; j && shown < 12; j = j->next) {
     if (j->finished || j->label[0] == '(') continue;
-    char p[48];
+    char p[128];
     if (!strcmp(j->phase, "wait"))
       snprintf(p, sizeof p, "held by %s", j->waiting_for[0] ? j->waiting_for : "?");
     else
