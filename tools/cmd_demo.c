@@ -33,12 +33,13 @@
 #include "tools/demo.h"
 
 static const char usage_text[] =
-    "usage: chunklock demo [--dir DIR] [--seconds N] [--keep]\n\n"
+    "usage: chunklock demo [--dir DIR] [--seconds N] [--keep] [--json]\n\n"
     "Creates a temporary store under DIR (default /dev/shm, else $TMPDIR or\n"
     "/tmp), and for N seconds (default 20) runs concurrent backups, prunes,\n"
     "forgets, GCs, verifies and restores on one event loop, with a live view of\n"
     "tasks and locks. Ends with a summary and an fsck; exits 0 only if fsck is\n"
-    "clean and every restore read back what was written. --keep leaves the store.\n";
+    "clean and every restore read back what was written. --keep leaves the store;\n"
+    "--json prints the summary as JSON on stdout (the view goes to stderr).\n";
 
 /* ---- synthetic data ------------------------------------------------------ */
 
@@ -109,21 +110,23 @@ static const char *default_dir(void) {
 }
 
 int cli_cmd_demo(int argc, char **argv) {
-  enum { OPT_DIR = 1, OPT_SECONDS, OPT_KEEP };
+  enum { OPT_DIR = 1, OPT_SECONDS, OPT_KEEP, OPT_JSON };
   static const struct option lo[] = {{"dir", required_argument, NULL, OPT_DIR},
                                      {"seconds", required_argument, NULL, OPT_SECONDS},
                                      {"keep", no_argument, NULL, OPT_KEEP},
+                                     {"json", no_argument, NULL, OPT_JSON},
                                      {"help", no_argument, NULL, 'h'},
                                      {0}};
   const char *dir = NULL;
   uint64_t secs = 20;
-  int keep = 0, c;
+  int keep = 0, json = 0, c;
   while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
     switch (c) {
     case -2: return CLI_EXIT_USAGE;
     case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
     case OPT_DIR: dir = cli_optarg; break;
     case OPT_KEEP: keep = 1; break;
+    case OPT_JSON: json = 1; break;
     case OPT_SECONDS:
       if (cli_parse_uint("--seconds", cli_optarg, 3600, &secs) < 0) return CLI_EXIT_USAGE;
       if (secs == 0) return cli_usage_error("--seconds must be at least 1");
@@ -139,11 +142,13 @@ int cli_cmd_demo(int argc, char **argv) {
   demo d;
   memset(&d, 0, sizeof d);
   d.seconds = (int)secs;
-  d.tty = isatty(STDOUT_FILENO) == 1;
+  d.json = json;
+  d.out = json ? stderr : stdout;
+  d.tty = isatty(fileno(d.out)) == 1;
   snprintf(d.root, sizeof d.root, "%s", tmpl);
   snprintf(d.store_path, sizeof d.store_path, "%s/store", tmpl);
   int ec = demo_run(&d);
-  if (keep) printf("the store is kept at %s\n", d.store_path);
+  if (keep) fprintf(d.out, "the store is kept at %s\n", d.store_path);
   else demo_remove_tree(d.root);
   return ec;
 }

@@ -676,11 +676,11 @@ int demo_run(demo *d) {
     uv_loop_close(&d->loop);
     return cli_fail(rc, NULL, "cannot start the runtime");
   }
-  printf("chunklock demo: %d s on store %s\n", d->seconds, d->store_path);
-  printf("groups: host/web, host/db (content-defined chunks, 16 KiB average; db shares a\n"
+  fprintf(d->out, "chunklock demo: %d s on store %s\n", d->seconds, d->store_path);
+  fprintf(d->out, "groups: host/web, host/db (content-defined chunks, 16 KiB average; db shares a\n"
          "MiB with web), vm/disk0 (8 MiB disk image, fixed 64 KiB chunks). A snapshot\n"
          "every 4 virtual hours; prunes keep the last 3 and 2 dailies.\n\n");
-  fflush(stdout);
+  fflush(d->out);
   d->start_ns = cli_now_ns();
   d->end_ns = d->start_ns + (int64_t)d->seconds * 1000 * MS;
   d->next_gc = d->start_ns + 600 * MS;

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "chunklock/chunklock.h"
 
@@ -66,7 +67,9 @@ typedef struct demo_job {
 
 struct demo {
   int seconds;
-  bool tty;
+  bool tty;                /* the view's stream is a terminal: redraw in place */
+  bool json;               /* summary as JSON on stdout; the view on stderr */
+  FILE *out;               /* the view's stream */
   char root[4096];
   char store_path[4200];
   ckl_store *st;

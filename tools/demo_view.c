@@ -23,28 +23,28 @@ static int line(demo *d, const char *fmt, ...) __attribute__((format(printf, 2, 
 static int line(demo *d, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  if (d->tty) fputs("\033[K", stdout);
-  vprintf(fmt, ap);
+  if (d->tty) fputs("\033[K", d->out);
+  vfprintf(d->out, fmt, ap);
   va_end(ap);
-  fputc('\n', stdout);
+  fputc('\n', d->out);
   return 1;
 }
 
 static void erase(demo *d) {
-  if (d->tty && d->view_lines > 0) printf("\033[%dF\033[J", d->view_lines);
+  if (d->tty && d->view_lines > 0) fprintf(d->out, "\033[%dF\033[J", d->view_lines);
   d->view_lines = 0;
 }
 
 void demo_event(demo *d, const char *fmt, ...) {
   erase(d);
   double t = d->start_ns ? (double)(cli_now_ns() - d->start_ns) / 1e9 : 0;
-  printf("[%5.1fs] ", t);
+  fprintf(d->out, "[%5.1fs] ", t);
   va_list ap;
   va_start(ap, fmt);
-  vprintf(fmt, ap);
+  vfprintf(d->out, fmt, ap);
   va_end(ap);
-  fputc('\n', stdout);
-  fflush(stdout);
+  fputc('\n', d->out);
+  fflush(d->out);
 }
 
 static void bar(char *out, size_t len, uint64_t done, uint64_t total) {
@@ -65,16 +65,16 @@ void demo_view(demo *d, bool final) {
   cli_format_bytes(d->gc_removed_bytes, freed, sizeof freed);
   if (!d->tty) {
     if (final) return;
-    printf("[%5.1fs] snapshots %u (%u kept) | gc %u runs, %s freed | prunes %u (-%u) | "
+    fprintf(d->out, "[%5.1fs] snapshots %u (%u kept) | gc %u runs, %s freed | prunes %u (-%u) | "
            "forgets %u | verifies %u | restores %u/%u ok | lock waits %u, resolved %u\n",
            t, d->backups, alive_snaps(d), d->gc_runs, freed, d->prunes, d->pruned, d->forgot,
            d->verifies, d->reads_matched, d->reads, d->lock_waits, d->resolved);
-    fflush(stdout);
+    fflush(d->out);
     return;
   }
   erase(d);
   if (final) {
-    fflush(stdout);
+    fflush(d->out);
     return;
   }
   int n = 0;
@@ -112,29 +112,67 @@ void demo_view(demo *d, bool final) {
   }
   if (!d->locks_text[0]) n += line(d, "  (none)");
   d->view_lines = n;
-  fflush(stdout);
+  fflush(d->out);
 }
 
 static void fsck_problem(const ckl_fsck_problem *p, void *arg) {
-  (void)arg;
-  printf("  fsck: %s %s: %s\n", ckl_fsck_kind_name(p->kind), p->path, p->detail);
+  demo *d = arg;
+  fprintf(d->out, "  fsck: %s %s: %s\n", ckl_fsck_kind_name(p->kind), p->path, p->detail);
+}
+
+static json_t *summary_json(const demo *d, const cli_stats *s, int frc,
+                            const ckl_fsck_summary *fs) {
+  json_t *o = json_object();
+  cli_json_set(o, "seconds", json_integer(d->seconds));
+  cli_json_set(o, "snapshots_written", json_integer(d->backups));
+  cli_json_set(o, "snapshots", json_integer((json_int_t)s->snapshots));
+  cli_json_set(o, "pruned", json_integer(d->pruned));
+  cli_json_set(o, "forgotten", json_integer(d->forgot));
+  cli_json_set(o, "chunks", json_integer((json_int_t)s->chunks));
+  cli_json_set(o, "bytes", json_integer((json_int_t)s->stored_bytes));
+  cli_json_set(o, "logical_bytes", json_integer((json_int_t)s->logical_bytes));
+  cli_json_set(o, "dedup_factor", json_real(s->dedup_factor));
+  cli_json_set(o, "gc_runs", json_integer(d->gc_runs));
+  cli_json_set(o, "gc_removed_chunks", json_integer((json_int_t)d->gc_removed_chunks));
+  cli_json_set(o, "gc_removed_bytes", json_integer((json_int_t)d->gc_removed_bytes));
+  cli_json_set(o, "lock_waits", json_integer(d->lock_waits));
+  cli_json_set(o, "conflicts_resolved", json_integer(d->resolved));
+  cli_json_set(o, "backup_retries", json_integer(d->backup_retries));
+  cli_json_set(o, "gave_up", json_integer(d->gave_up));
+  cli_json_set(o, "restores", json_integer(d->reads));
+  cli_json_set(o, "restores_matched", json_integer(d->reads_matched));
+  cli_json_set(o, "verifies", json_integer(d->verifies));
+  cli_json_set(o, "freezes", json_integer(d->freezes));
+  cli_json_set(o, "failures", json_integer(d->failures));
+  cli_json_set(o, "fsck_clean", json_boolean(frc == 0));
+  cli_json_set(o, "fsck_problems", json_integer(frc < 0 ? -1 : (json_int_t)fs->problems));
+  return o;
 }
 
 int demo_summary(demo *d) {
   cli_stats s;
   int rc = cli_store_stats(d->st, &s, NULL);
   ckl_fsck_summary fs = {0};
-  int frc = ckl_fsck(d->st, NULL, fsck_problem, NULL, &fs);
+  int frc = ckl_fsck(d->st, NULL, fsck_problem, d, &fs);
+  if (rc < 0) {
+    memset(&s, 0, sizeof s);
+    fprintf(d->out, "  cannot read the store's chunks: %s\n", ckl_strerror(rc));
+  }
+  bool ok = frc == 0 && d->failures == 0;
+  if (d->json) {
+    cli_json_print(summary_json(d, &s, frc, &fs));
+    return ok ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+  }
   char freed[32], disk[32], logical[32];
   cli_format_bytes(d->gc_removed_bytes, freed, sizeof freed);
-  cli_format_bytes(rc == 0 ? s.stored_bytes : 0, disk, sizeof disk);
-  cli_format_bytes(rc == 0 ? s.logical_bytes : 0, logical, sizeof logical);
+  cli_format_bytes(s.stored_bytes, disk, sizeof disk);
+  cli_format_bytes(s.logical_bytes, logical, sizeof logical);
   printf("\nsummary after %d s\n", d->seconds);
   printf("  snapshots    %u written, %" PRIu64 " in the store (%u pruned, %u forgotten)\n",
-         d->backups, rc == 0 ? s.snapshots : 0, d->pruned, d->forgot);
+         d->backups, s.snapshots, d->pruned, d->forgot);
   printf("  chunks       %" PRIu64 " on disk (%s) for %s referenced: dedup %.1fx, "
-         "compression %.1fx\n", rc == 0 ? s.chunks : 0, disk, logical,
-         rc == 0 ? s.dedup_factor : 0, rc == 0 ? s.compression_factor : 0);
+         "compression %.1fx\n", s.chunks, disk, logical,
+         s.dedup_factor, s.compression_factor);
   printf("  gc           %u runs beside the backups, %" PRIu64 " chunks freed (%s)\n",
          d->gc_runs, d->gc_removed_chunks, freed);
   printf("  lock waits   %u tasks found a lock busy and waited on the loop (it never blocked)\n",
@@ -145,7 +183,6 @@ int demo_summary(demo *d) {
          "targets pruned first\n", d->reads, d->reads_matched, d->verifies, d->gone);
   printf("  freeze       %u (with-lock --shared): deletions waited, backups went on\n",
          d->freezes);
-  bool clean = frc == 0;
   if (frc < 0) printf("  fsck         stopped: %s\n", ckl_strerror(frc));
   else if (frc == 0)
     printf("  fsck         clean (%zu snapshots, %zu indexes, %zu chunks checked)\n",
@@ -153,6 +190,6 @@ int demo_summary(demo *d) {
   else printf("  fsck         %zu problems\n", fs.problems);
   if (d->failures) printf("  failures     %u (see above)\n", d->failures);
   fflush(stdout);
-  return clean && d->failures == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+  return ok ? CLI_EXIT_OK : CLI_EXIT_FAILED;
 }
 #endif
