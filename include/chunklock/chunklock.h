@@ -51,5 +51,8 @@
 #if __has_include("gc.h")
 #include "gc.h"
 #endif
+#if __has_include("runtime.h")
+#include "runtime.h"
+#endif
 
 #endif
