@@ -84,9 +84,9 @@ int ckl__task_state(ckl__task_impl *t, const char *store_path) {
     /* Stale holders are reaped by whoever meets them: a dead process's
      * record would otherwise hold back every GC's cutoff. Never our own
      * (a live local process is never stale). */
-    int n = ckl__state_reap(t->state, 0);
-    if (n > 0) ckl__log_info("%s task: reaped %d stale roster record(s) in %s",
-                             ckl_task_type_name(t->vt->type), n, store_path);
+    int n = ckl__state_reap(t->state, 0); /* logs what it reaped */
+    if (n < 0) ckl__log_warn("%s task: cannot reap stale roster records in %s: %s",
+                             ckl_task_type_name(t->vt->type), store_path, ckl_strerror(n));
     t->reaped = true;
   }
   return 0;
@@ -246,7 +246,8 @@ static void update_timers(ckl_runtime *rt) {
  * run it on a worker first; either way done_cb comes from on_async. */
 static void finish(ckl__task_impl *t, int status) {
   ckl_runtime *rt = t->rt;
-  t->tstate = T_FINISHING;
+  t->decided = true;
+  t->tstate = T_FINISHING; /* on no queue and no worker now */
   uv_timer_stop(&t->timer);
   if (t->vt->cleanup && !t->cleanup_only) {
     t->cleanup_only = true;
@@ -267,7 +268,8 @@ static void finish(ckl__task_impl *t, int status) {
 static void deliver(ckl__task_impl *t) {
   ckl_runtime *rt = t->rt;
   ckl_task *task = t->task;
-  t->tstate = T_FINISHING;
+  t->decided = true;
+  t->tstate = T_FINISHING; /* taken off the completed queue: no worker has it */
   uv_timer_stop(&t->timer);
   task->status = t->status;
   task->attempts = t->attempts;
@@ -378,7 +380,7 @@ static void on_progress_tick(uv_timer_t *h) {
   ckl_runtime *rt = h->data;
   for (ckl__task_impl *t = rt->live_head, *next; t; t = next) {
     next = t->next_live; /* a callback may submit (appends) but never unlinks */
-    if (t->progress_cb && t->tstate != T_FINISHING) emit_progress(t);
+    if (t->progress_cb && !t->decided) emit_progress(t);
   }
 }
 
@@ -423,14 +425,14 @@ int ckl_task_cancel(ckl_task *task) {
   if (!task || !task->impl_) return -EINVAL;
   ckl__task_impl *t = task->impl_;
   ckl_runtime *rt = t->rt;
+  if (t->decided) return -EALREADY;
   atomic_store(&t->cancel, 1);
   /* The GC polls a plain int with atomic builtins (gc.h). */
   __atomic_store_n(&t->gc_cancel, 1, __ATOMIC_RELAXED);
   pthread_mutex_lock(&rt->mu);
   task_state s = t->tstate;
-  bool dequeued = s == T_QUEUED && !t->cleanup_only && runq_remove(rt, t);
+  bool dequeued = s == T_QUEUED && runq_remove(rt, t);
   pthread_mutex_unlock(&rt->mu);
-  if (s == T_FINISHING || (s == T_QUEUED && t->cleanup_only)) return -EALREADY;
   if (dequeued || s == T_WAITING) finish(t, CKL_ECANCELED);
   /* RUNNING: the attempt sees the flag at its next safe point. */
   return 0;

@@ -63,6 +63,6 @@ int ckl_task_gc(ckl_runtime *rt, ckl_task *task, const ckl_task_gc_args *args,
 
 const ckl_gc_result *ckl_task_gc_result(const ckl_task *task) {
   if (!task || !task->impl_ || task->impl_->vt != &gc_vt) return NULL;
-  if (task->impl_->tstate != T_FINISHING) return NULL;
+  if (!task->impl_->decided) return NULL;
   return &((gc_args *)task->impl_->args)->result;
 }

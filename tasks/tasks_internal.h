@@ -93,7 +93,8 @@ struct ckl__task_impl {
   atomic_int refs;               /* R5 */
 
   /* R1 */
-  task_state tstate;             /* R2 for QUEUED/RUNNING */
+  task_state tstate;             /* R2: read on the loop only under rt->mu */
+  bool decided;                  /* the result is decided (finish or deliver) */
   ckl__task_impl *next_live, *prev_live;
   uv_timer_t timer;
   int64_t submit_ms;             /* uv_hrtime based ms */

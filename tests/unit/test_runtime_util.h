@@ -20,11 +20,14 @@
 #include "tasks/tasks_internal.h"
 #include "testutil.h"
 
+/* Each test file uses some of these helpers. */
+#define RTU static __attribute__((unused))
+
 #define NS_PER_MS 1000000ULL
 /* The "generous bound": no loop iteration may take this long. */
 #define LOOP_BLOCK_BOUND_MS 100
 
-static void rt_log_cb(ckl_log_level l, const char *m, void *u) {
+RTU void rt_log_cb(ckl_log_level l, const char *m, void *u) {
   (void)u;
   if (getenv("CKL_TEST_LOG")) fprintf(stderr, "[%s] %s\n", ckl_log_level_name(l), m);
 }
@@ -45,12 +48,12 @@ typedef struct loopmon {
   uint64_t iterations;
 } loopmon;
 
-static void lm_check(uv_check_t *h) {
+RTU void lm_check(uv_check_t *h) {
   loopmon *m = h->data;
   m->last_check = uv_hrtime();
 }
 
-static void lm_prepare(uv_prepare_t *h) {
+RTU void lm_prepare(uv_prepare_t *h) {
   loopmon *m = h->data;
   if (m->last_check) {
     uint64_t busy = uv_hrtime() - m->last_check;
@@ -59,7 +62,7 @@ static void lm_prepare(uv_prepare_t *h) {
   m->iterations++;
 }
 
-static void lm_probe(uv_timer_t *h) {
+RTU void lm_probe(uv_timer_t *h) {
   loopmon *m = h->data;
   uint64_t now = uv_hrtime();
   if (m->last_probe) {
@@ -70,7 +73,7 @@ static void lm_probe(uv_timer_t *h) {
   m->last_probe = now;
 }
 
-static void loopmon_start(loopmon *m, uv_loop_t *loop) {
+RTU void loopmon_start(loopmon *m, uv_loop_t *loop) {
   memset(m, 0, sizeof *m);
   uv_prepare_init(loop, &m->prep);
   uv_check_init(loop, &m->check);
@@ -85,13 +88,13 @@ static void loopmon_start(loopmon *m, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&m->probe);
 }
 
-static void loopmon_stop(loopmon *m) {
+RTU void loopmon_stop(loopmon *m) {
   uv_close((uv_handle_t *)&m->prep, NULL);
   uv_close((uv_handle_t *)&m->check, NULL);
   uv_close((uv_handle_t *)&m->probe, NULL);
 }
 
-static void loopmon_assert(const loopmon *m) {
+RTU void loopmon_assert(const loopmon *m) {
   if (getenv("CKL_TEST_LOG"))
     fprintf(stderr, "loop: %llu iterations, longest callbacks %.1f ms, longest probe lag %.1f ms\n",
             (unsigned long long)m->iterations, (double)m->max_busy_ns / 1e6,
@@ -103,7 +106,7 @@ static void loopmon_assert(const loopmon *m) {
 
 /* ---- injectable clock --------------------------------------------------------- */
 static _Atomic int64_t test_clock_offset;
-static int64_t test_clock(void *arg) {
+RTU int64_t test_clock(void *arg) {
   (void)arg;
   return ckl__now_boottime_ns() + atomic_load(&test_clock_offset);
 }
@@ -124,7 +127,7 @@ typedef struct rec {
   void *user;
 } rec;
 
-static void rec_progress(ckl_task *t, const ckl_task_progress *p) {
+RTU void rec_progress(ckl_task *t, const ckl_task_progress *p) {
   rec *r = t->data;
   assert_int_equal(r->done_calls, 0); /* never after done */
   assert_non_null(p->phase);
@@ -141,7 +144,7 @@ static void rec_progress(ckl_task *t, const ckl_task_progress *p) {
   if (r->on_progress) r->on_progress(t, p);
 }
 
-static void rec_done(ckl_task *t, int status) {
+RTU void rec_done(ckl_task *t, int status) {
   rec *r = t->data;
   assert_int_equal(r->done_calls, 0); /* exactly once */
   r->done_calls++;
@@ -150,7 +153,7 @@ static void rec_done(ckl_task *t, int status) {
   if (r->on_done) r->on_done(t, status);
 }
 
-static ckl_runtime *rt_new(uv_loop_t *loop, int64_t ttl_ms, int with_clock) {
+RTU ckl_runtime *rt_new(uv_loop_t *loop, int64_t ttl_ms, int with_clock) {
   ckl_runtime_opts o = {.loop = loop, .lease_ttl_ms = ttl_ms, .progress_interval_ms = 5,
                         .backoff_max_ms = 50};
   if (with_clock) o.clock = test_clock;
@@ -159,13 +162,13 @@ static ckl_runtime *rt_new(uv_loop_t *loop, int64_t ttl_ms, int with_clock) {
   return rt;
 }
 
-static void on_closed_flag(ckl_runtime *rt, void *arg) {
+RTU void on_closed_flag(ckl_runtime *rt, void *arg) {
   (void)rt;
   *(int *)arg = 1;
 }
 
 /* Close a runtime on a caller's loop and run the loop until it is gone. */
-static void rt_close_run(ckl_runtime *rt, uv_loop_t *loop) {
+RTU void rt_close_run(ckl_runtime *rt, uv_loop_t *loop) {
   int closed = 0;
   assert_int_equal(ckl_runtime_close(rt, on_closed_flag, &closed), 0);
   uv_run(loop, UV_RUN_DEFAULT);
@@ -174,7 +177,7 @@ static void rt_close_run(ckl_runtime *rt, uv_loop_t *loop) {
 
 /* ---- a custom writer: chunks + one index, like a small backup --------------------- */
 
-static void chunk_content(uint32_t group, uint32_t i, uint8_t buf[256]) {
+RTU void chunk_content(uint32_t group, uint32_t i, uint8_t buf[256]) {
   for (int k = 0; k < 256; k++) buf[k] = (uint8_t)((group * 131u + i * 7u + (uint32_t)k * 13u) ^ (uint32_t)(k >> 3));
   memcpy(buf, &group, sizeof group);
   memcpy(buf + 4, &i, sizeof i);
@@ -189,7 +192,7 @@ typedef struct writer_job {
 } writer_job;
 
 /* Worker thread: no cmocka asserts here, only return codes. */
-static int writer_work(ckl_task_ctx *ctx, void *arg) {
+RTU int writer_work(ckl_task_ctx *ctx, void *arg) {
   writer_job *j = arg;
   char dir[4096], ipath[4200];
   snprintf(dir, sizeof dir, "%s/%s", ckl_store_path(j->st), j->snap_rel);
@@ -228,7 +231,7 @@ static int writer_work(ckl_task_ctx *ctx, void *arg) {
   return ckl_index_writer_commit(w, NULL);
 }
 
-static bool writer_chunks_present(ckl_store *st, uint32_t group, uint32_t n) {
+RTU bool writer_chunks_present(ckl_store *st, uint32_t group, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) {
     uint8_t buf[256];
     chunk_content(group, i, buf);
