@@ -62,11 +62,14 @@
 #ifndef CHUNKLOCK_RUNTIME_H
 #define CHUNKLOCK_RUNTIME_H
 
+#include <sys/types.h>
 #include <uv.h>
 
+#include "backup.h"
 #include "common.h"
 #include "gc.h"
 #include "lock.h"
+#include "maintenance.h"
 #include "snapshot.h"
 #include "store.h"
 
@@ -297,6 +300,139 @@ CKL_EXTERN const char *ckl_task_ctx_token(ckl_task_ctx *ctx);
 
 /** The task (for its data pointer). */
 CKL_EXTERN ckl_task *ckl_task_ctx_task(ckl_task_ctx *ctx);
+
+/* ---- backup -------------------------------------------------------------------------
+ * A backup session (backup.h) driven by the task: begin (locks, roster),
+ * then each archive read from its source and cut into chunks of
+ * chunk_size bytes (the last may be shorter), inserted (a dedup hit only
+ * touches), then finish (manifest). A safe point before every chunk and
+ * before finish: a cancel or a lost lease aborts the session, which removes
+ * the partial snapshot through the forget path; nothing is published.
+ * Content-defined chunking is the caller's: use a custom task and the
+ * backup API for it. */
+
+/** Read up to len bytes of the archive into buf, on a worker thread.
+ * Returns the number of bytes (0 at the end) or a negative code, which
+ * becomes the task's status (the backup is aborted). */
+typedef ssize_t (*ckl_task_read_fn)(void *arg, void *buf, size_t len);
+
+typedef struct ckl_task_archive {
+  const char *name;         /* "root.didx", "disk.fidx" (copied) */
+  uint64_t chunk_size;      /* bytes per chunk; 0 = the store's average size */
+  ckl_task_read_fn read;    /* the source; NULL: data/size below */
+  void *read_arg;
+  const void *data;         /* read == NULL: the archive's bytes (not copied:
+                               valid until done_cb) */
+  size_t size;
+  uint64_t size_hint;       /* expected bytes for progress (0: size, or unknown) */
+} ckl_task_archive;
+
+#define CKL_TASK_MAX_ARCHIVES 64
+
+typedef struct ckl_task_backup_args {
+  ckl_store *store;
+  ckl_group_name group;
+  ckl_backup_opts opts;          /* time_s, base, flags; the task sets the
+                                    process locker wait and busy_holder */
+  size_t narchives;              /* 1 .. CKL_TASK_MAX_ARCHIVES */
+  const ckl_task_archive *archives; /* copied */
+  int64_t timeout_ms;            /* lock wait: CKL_TRY, ms, CKL_FOREVER */
+} ckl_task_backup_args;
+
+/**
+ * Back up as a task. Phase "backup": done/total in bytes over all
+ * archives (total 0 when unknown), bytes the same. Status: 0, CKL_EBUSY /
+ * CKL_ETIMEDOUT (the group is being backed up or pruned, the base is being
+ * forgotten, a strict GC holds the process locker, or another process's
+ * strict GC waits for it: task->holder), CKL_ECANCELED, CKL_ELOCKLOST
+ * (nothing published, the partial snapshot removed), a read callback's
+ * error, and the errors of ckl_backup_begin / _archive_* / _finish.
+ * Returns 0, -EINVAL (bad arguments), -ECANCELED (runtime closing), -ENOMEM.
+ */
+CKL_EXTERN int ckl_task_backup(ckl_runtime *rt, ckl_task *task, const ckl_task_backup_args *args,
+                               ckl_task_progress_cb progress_cb, ckl_task_done_cb done_cb);
+
+/** The snapshot a backup task wrote (or was writing), valid during its
+ * done_cb; NULL otherwise or when begin never succeeded. */
+CKL_EXTERN const ckl_snapshot_name *ckl_task_backup_snapshot(const ckl_task *task);
+
+/* ---- read (restore) ------------------------------------------------------------------- */
+
+/** Receive bytes of an archive, in order, on a worker thread. Return 0 to
+ * go on or a negative code to stop (it becomes the task's status). */
+typedef int (*ckl_task_write_fn)(void *arg, const char *archive, uint64_t offset,
+                                 const void *buf, size_t len);
+
+typedef struct ckl_task_read_args {
+  ckl_store *store;
+  ckl_snapshot_name snapshot;
+  const char *archive;      /* one archive (copied); NULL = all, in manifest order */
+  ckl_task_write_fn write;  /* required */
+  void *write_arg;
+  int64_t timeout_ms;       /* lock wait */
+} ckl_task_read_args;
+
+/**
+ * Read a snapshot as a task (ckl_reader_*: snapshot lock shared, so it
+ * cannot be forgotten meanwhile). Phase "read": done/total in bytes.
+ * Status: 0, CKL_EBUSY / CKL_ETIMEDOUT (being written or forgotten),
+ * CKL_ECANCELED, CKL_ELOCKLOST, the write callback's error, and the errors
+ * of ckl_reader_open / _archive_open / _archive_read (-ENOENT,
+ * CKL_ECORRUPT, ...). Returns 0, -EINVAL, -ECANCELED, -ENOMEM.
+ */
+CKL_EXTERN int ckl_task_read(ckl_runtime *rt, ckl_task *task, const ckl_task_read_args *args,
+                             ckl_task_progress_cb progress_cb, ckl_task_done_cb done_cb);
+
+/* ---- forget, prune, verify ----------------------------------------------------------- */
+
+typedef struct ckl_task_forget_args {
+  ckl_store *store;
+  ckl_snapshot_name snapshot;
+  int64_t timeout_ms;       /* waiting for readers, verifies, a backup's base */
+} ckl_task_forget_args;
+
+/** Forget as a task (ckl_forget; one step, no safe point inside). Status:
+ * CKL_FORGET_DELETED, CKL_FORGET_TRASHED, or CKL_EBUSY / CKL_ETIMEDOUT
+ * (task->holder), CKL_ECANCELED (before it ran), and ckl_forget's errors.
+ * Returns 0, -EINVAL, -ECANCELED, -ENOMEM. */
+CKL_EXTERN int ckl_task_forget(ckl_runtime *rt, ckl_task *task, const ckl_task_forget_args *args,
+                               ckl_task_progress_cb progress_cb, ckl_task_done_cb done_cb);
+
+typedef struct ckl_task_prune_args {
+  ckl_store *store;
+  ckl_group_name group;
+  ckl_prune_opts opts;      /* busy_holder is set by the task */
+  int64_t timeout_ms;       /* waiting for the group lock */
+} ckl_task_prune_args;
+
+/** Prune as a task. Phase "prune": snapshots considered / total. A cancel
+ * or a lost lease stops it between two removals: the rest keep rc
+ * CKL_ECANCELED / CKL_ELOCKLOST and so does the task. Status: ckl_prune's
+ * result, CKL_EBUSY / CKL_ETIMEDOUT, CKL_ECANCELED, CKL_ELOCKLOST.
+ * Returns 0, -EINVAL, -ECANCELED, -ENOMEM. */
+CKL_EXTERN int ckl_task_prune(ckl_runtime *rt, ckl_task *task, const ckl_task_prune_args *args,
+                              ckl_task_progress_cb progress_cb, ckl_task_done_cb done_cb);
+
+/** The prune's items (newest first) and their count, valid during the
+ * done_cb of a prune task; NULL and 0 otherwise. */
+CKL_EXTERN const ckl_prune_item *ckl_task_prune_items(const ckl_task *task, size_t *count);
+
+typedef struct ckl_task_verify_args {
+  ckl_store *store;
+  ckl_snapshot_name snapshot;
+  int64_t timeout_ms;
+} ckl_task_verify_args;
+
+/** Verify as a task. Phase "verify": chunks read (total unknown), logical
+ * bytes. A cancel or a lost lease stops it between two chunks with nothing
+ * written to the manifest. Status: 0 (ok), CKL_ECORRUPT (failed, recorded),
+ * CKL_EBUSY / CKL_ETIMEDOUT, CKL_ECANCELED, CKL_ELOCKLOST, and ckl_verify's
+ * errors. Returns 0, -EINVAL, -ECANCELED, -ENOMEM. */
+CKL_EXTERN int ckl_task_verify(ckl_runtime *rt, ckl_task *task, const ckl_task_verify_args *args,
+                               ckl_task_progress_cb progress_cb, ckl_task_done_cb done_cb);
+
+/** The verify result, valid during the done_cb of a verify task. */
+CKL_EXTERN const ckl_verify_result *ckl_task_verify_result(const ckl_task *task);
 
 #ifdef __cplusplus
 }
