@@ -138,8 +138,10 @@ typedef void (*ckl_runtime_close_cb)(ckl_runtime *rt, void *arg);
  * With a caller's loop this returns at once and the drain happens as the
  * loop runs; with the runtime's own loop, the loop is run here until
  * everything is closed, and close_cb has run when this returns.
- * New tasks are refused (-ECANCELED... see ckl_task_*) once closing.
- * 0, -EINVAL (NULL), -EALREADY (already closing).
+ * Once closing, ckl_task_* calls return -ECANCELED. The threads are joined
+ * on the loop thread, when every task is done (they are idle by then).
+ * 0, -EINVAL (NULL), -EALREADY (already closing), -EBUSY (own loop, called
+ * from inside ckl_runtime_run: libuv loops do not nest).
  */
 CKL_EXTERN int ckl_runtime_close(ckl_runtime *rt, ckl_runtime_close_cb close_cb, void *arg);
 
