@@ -166,6 +166,7 @@ static void *worker_main(void *arg) {
     if (!t) break; /* stopping, nothing left */
     rt->runq_head = t->next_q;
     if (!rt->runq_head) rt->runq_tail = NULL;
+    rt->nqueued--;
     t->next_q = NULL;
     t->tstate = T_RUNNING;
     pthread_mutex_unlock(&rt->mu);
@@ -196,7 +197,11 @@ static void enqueue(ckl__task_impl *t) {
   if (rt->runq_tail) rt->runq_tail->next_q = t;
   else rt->runq_head = t;
   rt->runq_tail = t;
-  if (rt->idle == 0 && rt->nthreads < rt->max_threads) {
+  rt->nqueued++;
+  /* Compare with the queue, not with "nobody idle": a signalled worker
+   * stays counted as idle until it wakes, and a burst of submissions
+   * would otherwise all land on it. */
+  if (rt->nqueued > rt->idle && rt->nthreads < rt->max_threads) {
     /* If this fails the task waits for a busy thread (there is always the
      * one started with the runtime). */
     int err = pthread_create(&rt->threads[rt->nthreads], NULL, worker_main, rt);
@@ -218,6 +223,7 @@ static bool runq_remove(ckl_runtime *rt, ckl__task_impl *t) {
   if (!*pp) return false;
   *pp = t->next_q;
   if (rt->runq_tail == t) rt->runq_tail = prev;
+  rt->nqueued--;
   t->next_q = NULL;
   return true;
 }

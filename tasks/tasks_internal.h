@@ -156,6 +156,7 @@ struct ckl_runtime {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   ckl__task_impl *runq_head, *runq_tail;
+  size_t nqueued;                /* tasks on the run queue */
   ckl__task_impl *done_head, *done_tail;
   pthread_t *threads;
   unsigned nthreads, idle;
