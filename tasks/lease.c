@@ -37,6 +37,7 @@ void ckl__lease_init(ckl__lease *l) {
   pthread_mutex_init(&l->mu, NULL);
   atomic_init(&l->last_ok, 0);
   atomic_init(&l->active, false);
+  atomic_init(&l->refreshable, false);
   atomic_init(&l->lost, 0);
 }
 
@@ -46,17 +47,27 @@ void ckl__lease_destroy(ckl__lease *l) {
   pthread_mutex_destroy(&l->mu);
 }
 
+/* Under l->mu: the number of things held (locks and records, intents
+ * excepted). */
+static size_t hard_count(const ckl__lease *l) {
+  size_t n = l->nlocks;
+  for (size_t i = 0; i < l->nrecs; i++) n += !l->recs[i].soft;
+  return n;
+}
+
 /* Under l->mu: something became held, or nothing is. The lease period
- * starts when the first thing is taken. */
+ * starts when the first thing is taken. An intent alone is refreshed but
+ * not monitored: losing it is not losing a lock (it is registered again). */
 static void set_active(ckl__task_impl *t) {
   ckl__lease *l = &t->lease;
-  bool any = l->nlocks + l->nrecs > 0;
-  if (any && !atomic_load(&l->active)) {
+  bool held = hard_count(l) > 0;
+  if (held && !atomic_load(&l->active)) {
     atomic_store(&l->last_ok, ckl__rt_clock(t->rt));
     atomic_store(&l->active, true);
-  } else if (!any) {
+  } else if (!held) {
     atomic_store(&l->active, false);
   }
+  atomic_store(&l->refreshable, l->nlocks + l->nrecs > 0);
 }
 
 static void lose(ckl__task_impl *t, int why, const char *what) {
@@ -191,7 +202,8 @@ void ckl__lease_refresh(ckl__task_impl *t) {
   /* The time this refresh stands for is taken before it starts: the new
    * expiry is computed after it, so it never claims more than it got. */
   int64_t t0 = ckl__rt_clock(t->rt);
-  if (ckl__lease_check(t) < 0) {
+  bool held = hard_count(l) > 0;
+  if (held && ckl__lease_check(t) < 0) {
     pthread_mutex_unlock(&l->mu);
     return;
   }
@@ -213,9 +225,10 @@ void ckl__lease_refresh(ckl__task_impl *t) {
   int64_t expiry = ckl__now_realtime_ns() + t->rt->ttl_ms * MS;
   for (size_t i = l->nrecs; ok && i-- > 0;) {
     int rc = t->state ? ckl__state_refresh(t->state, l->recs[i].token, expiry) : -ENOENT;
-    if (rc == -ENOENT && l->recs[i].soft) {
-      /* an intent someone removed: the next attempt registers a new one */
-      l->recs[i] = l->recs[--l->nrecs];
+    if (l->recs[i].soft) {
+      /* An intent someone removed: the next attempt registers a new one.
+       * Its other failures only let it expire sooner. */
+      if (rc == -ENOENT) l->recs[i] = l->recs[--l->nrecs];
     } else if (rc == -ENOENT || rc == CKL_ECORRUPT) {
       snprintf(what, sizeof what, "roster record %s is %s", l->recs[i].token,
                rc == -ENOENT ? "gone (reaped, removed, or the state was recreated)"
@@ -228,7 +241,7 @@ void ckl__lease_refresh(ckl__task_impl *t) {
       ok = false;
     }
   }
-  if (ok) atomic_store(&l->last_ok, t0);
+  if (ok && held) atomic_store(&l->last_ok, t0);
   set_active(t);
   pthread_mutex_unlock(&l->mu);
 }
@@ -286,9 +299,9 @@ void ckl__lease_round(ckl_runtime *rt) {
   pthread_mutex_lock(&rt->lmu);
   size_t queued = 0;
   for (ckl__task_impl *t = rt->live_head; t; t = t->next_live) {
-    if (!atomic_load(&t->lease.active)) continue;
+    if (!atomic_load(&t->lease.refreshable)) continue;
     /* The monitor runs here too, so a loss is seen even if the lease
-     * thread is stuck in a refresh. */
+     * thread is stuck in a refresh (a no-op unless something is held). */
     (void)ckl__lease_check(t);
     if (atomic_load(&t->refresh_pending)) continue; /* one in flight is enough */
     if (rt->nljobs == rt->cap_ljobs) {

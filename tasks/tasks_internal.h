@@ -62,7 +62,9 @@ typedef struct ckl__lease {
   lease_rec *recs;
   size_t nrecs, cap_recs;
   _Atomic int64_t last_ok;       /* runtime clock ns of the last good refresh */
-  atomic_bool active;            /* something is held */
+  atomic_bool active;            /* something is held (a lock or a hard record):
+                                    the monitor applies */
+  atomic_bool refreshable;       /* anything to refresh, intents included */
   atomic_int lost;               /* 0, or why: 1 refresh failed, 2 too late */
 } ckl__lease;
 

@@ -391,6 +391,104 @@ static void test_strict_gc_not_starved(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- the intent's own life ------------------------------------------------------------------ */
+
+typedef struct shared_child {
+  const char *dir;
+  int up, down;
+} shared_child;
+
+/* Holds the process locker shared (a writer) until told. */
+static int shared_holder_child(void *arg) {
+  shared_child *c = arg;
+  ckl_store *st;
+  if (ckl_store_open(c->dir, NULL, &st) != 0) return 10;
+  ckl_proclock_guard g = {0};
+  if (ckl_proclock_shared(st->proclock, &g, CKL_TRY, NULL) != 0) return 11;
+  char b = 'S';
+  if (write(c->up, &b, 1) != 1) return 12;
+  while (read(c->down, &b, 1) < 0 && errno == EINTR) {
+  }
+  ckl_proclock_release(&g);
+  ckl_store_close(st);
+  return b == 'R' ? 0 : 13;
+}
+
+static int intents_of(const char *dir, int64_t pid) {
+  ckl__state *s;
+  assert_int_equal(ckl__state_open(dir, &s), 0);
+  ckl__roster_list l;
+  assert_int_equal(ckl__state_list(s, 0, &l, NULL), 0);
+  int n = 0;
+  for (size_t i = 0; i < l.n; i++)
+    if (strstr(l.v[i].target, "#exclusive-wait") && l.v[i].pid == pid) {
+      n++;
+      assert_string_equal(l.v[i].operation, "gc");
+      assert_true(l.v[i].lease_expiry_ns > 0);
+    }
+  ckl__roster_list_free(&l);
+  ckl__state_close(s);
+  return n;
+}
+
+static struct {
+  const char *dir;
+  ckl_runtime *rt;
+  int down;
+  int intents_seen;
+} ilc;
+
+static void intent_on_wait(ckl_task *t, rec *r) {
+  (void)t;
+  (void)r;
+  /* Waiting for the child's shared guard: the intent is registered. */
+  ilc.intents_seen = intents_of(ilc.dir, getpid());
+  /* A suspend longer than the TTL while only the intent is held: the
+   * intent is refreshed again, and the task loses nothing. */
+  atomic_fetch_add(&test_clock_offset, (int64_t)3 * 10000 * 1000000);
+  uint64_t h = ckl_failpoint_hits("task.lease.after_round");
+  assert_int_equal(ckl_runtime_refresh_now(ilc.rt), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+  put_byte(ilc.down, 'R');
+}
+
+static void test_strict_gc_intent_lifecycle(void **state) {
+  gcfx *f = *state;
+  atomic_store(&test_clock_offset, 0);
+  assert_int_equal(ckl_failpoint_arm("task.lease.after_round", "count"), 0);
+  int up[2], down[2];
+  assert_int_equal(pipe(up), 0);
+  assert_int_equal(pipe(down), 0);
+  shared_child c = {.dir = f->dir, .up = up[1], .down = down[0]};
+  pid_t child = ckl_test_fork(shared_holder_child, &c);
+  close(up[1]);
+  close(down[0]);
+  assert_int_equal(get_byte(up[0]), 'S');
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ilc.dir = f->dir;
+  ilc.rt = rt_new(&loop, 10000, 1);
+  ilc.down = down[1];
+  ilc.intents_seen = 0;
+  ckl_task t;
+  rec r = {.on_wait = intent_on_wait};
+  t.data = &r;
+  ckl_task_gc_args ga = {.store = f->st, .timeout_ms = CKL_FOREVER};
+  ga.opts.exclusive = 1;
+  assert_int_equal(ckl_task_gc(ilc.rt, &t, &ga, rec_progress, rec_done), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(ilc.intents_seen, 1);
+  assert_int_equal(r.status, 0); /* not CKL_ELOCKLOST: an intent is not a lock */
+  assert_true(t.attempts >= 2);
+  assert_int_equal(intents_of(f->dir, getpid()), 0); /* removed with the task */
+  assert_int_equal(ckl_test_wait(child), 0);
+  close(up[0]);
+  close(down[1]);
+  rt_close_run(ilc.rt, &loop);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  atomic_store(&test_clock_offset, 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -398,6 +496,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_wait_times_out_naming_holder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_releases_and_reaps, setup, teardown),
       cmocka_unit_test_setup_teardown(test_strict_gc_not_starved, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_strict_gc_intent_lifecycle, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
