@@ -1,11 +1,13 @@
 # Thin wrapper around CMake so the README quick start is two commands.
 #   make demo   - install deps, build, run `chunklock demo` on a temporary store
 #   make test   - install deps, build, run the whole test suite (ctest)
+#   make bench-gc - GC against the floor (docs/benchmarks.md); BENCH_DIR must be
+#                 on a real disk filesystem, not tmpfs
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test asan tsan install clean
+.PHONY: all deps configure build demo test bench-gc asan tsan install clean
 
 all: build
 
@@ -28,6 +30,16 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+BENCH_DIR ?= /var/tmp/ckl-bench
+BENCH_SIZES ?= 100k,1M
+BENCH_RUNS ?= 5
+BENCH_DATE := $(shell date +%F)
+bench-gc: build
+	mkdir -p bench/results
+	$(BUILD)/bench/gc_bench --sizes $(BENCH_SIZES) --runs $(BENCH_RUNS) --dir $(BENCH_DIR) \
+	  --json bench/results/gc-$(BENCH_DATE).json --md bench/results/gc-$(BENCH_DATE).md
+	@cat bench/results/gc-$(BENCH_DATE).md
 
 # Sanitizer builds used by .ci/run.
 asan: deps

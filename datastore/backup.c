@@ -76,7 +76,7 @@ struct ckl_backup {
   /* mu guards everything below: several threads may insert, reuse and
    * write archives of one session at once. */
   pthread_mutex_t mu;
-  ckl__dset known; /* chunks inserted or touched by this writer */
+  ckl__digest_set known; /* chunks inserted or touched by this writer */
   file_rec *files;
   size_t nfiles;
   ckl_backup_archive *open;
@@ -129,7 +129,7 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
     ckl_lock_order_pop(&b->order, CKL_LEVEL_PROCESS);
   }
   ckl__ops_state_close(st, b->state);
-  ckl__dset_free(&b->known);
+  ckl__digest_set_free(&b->known);
   free(b->files);
   pthread_mutex_destroy(&b->mu);
   free(b);
@@ -302,7 +302,7 @@ int ckl_backup_begin(ckl_store *st, const ckl_group_name *g, const ckl_backup_op
 
 static int remember(ckl_backup *b, const ckl_digest *d) {
   pthread_mutex_lock(&b->mu);
-  int rc = ckl__dset_add(&b->known, d);
+  int rc = ckl__digest_set_insert(&b->known, d);
   pthread_mutex_unlock(&b->mu);
   return rc < 0 ? rc : 0;
 }
@@ -391,7 +391,7 @@ int ckl_backup_archive_append(ckl_backup_archive *a, const ckl_digest *d, uint64
   if (!a || !d || len == 0) return -EINVAL;
   ckl_backup *b = a->b;
   pthread_mutex_lock(&b->mu);
-  bool known = ckl__dset_has(&b->known, d);
+  bool known = ckl__digest_set_contains(&b->known, d);
   pthread_mutex_unlock(&b->mu);
   if (!known) {
     /* Only a touch or an insert by this registered writer proves to a GC

@@ -67,7 +67,7 @@ typedef struct frun {
   ckl_fsck_cb cb;
   void *arg;
   ckl_fsck_summary sum;
-  ckl__dset checked; /* chunks read (or found bad) once */
+  ckl__digest_set checked; /* chunks read (or found bad) once */
   int64_t temp_cutoff_ns;
   bool gc_running, gc_active;
 } frun;
@@ -104,7 +104,7 @@ static bool exists_at(int dfd, const char *name) {
 /* ---- chunks and indexes --------------------------------------------------------- */
 
 static int check_chunk(frun *f, const ckl_digest *d, const char *rel, int dfd, const char *index) {
-  int rc = ckl__dset_add(&f->checked, d);
+  int rc = ckl__digest_set_insert(&f->checked, d);
   if (rc <= 0) return rc;
   void *data = NULL;
   size_t len = 0;
@@ -434,7 +434,7 @@ int ckl_fsck(ckl_store *st, const ckl_fsck_opts *opts, ckl_fsck_cb cb, void *arg
   rc = f.sum.problems > INT_MAX ? INT_MAX : (int)f.sum.problems;
 out:
   if (summary) *summary = f.sum;
-  ckl__dset_free(&f.checked);
+  ckl__digest_set_free(&f.checked);
   ckl__ops_state_close(st, f.state);
   return rc;
 }

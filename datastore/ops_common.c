@@ -188,61 +188,6 @@ int ckl__ops_deregister(ckl__state *state, char token[CKL_TOKEN_HEX_LEN + 1]) {
   return rc;
 }
 
-/* ---- digest sets ------------------------------------------------------------- */
-
-static bool is_zero(const ckl_digest *d) {
-  static const ckl_digest zero;
-  return memcmp(d, &zero, sizeof zero) == 0;
-}
-
-static size_t slot_of(const ckl_digest *d, size_t cap) {
-  uint64_t h;
-  memcpy(&h, d->b, sizeof h); /* SHA-256 output: already uniform */
-  return (size_t)h & (cap - 1);
-}
-
-static void place(ckl_digest *slots, size_t cap, const ckl_digest *d) {
-  size_t i = slot_of(d, cap);
-  while (!is_zero(&slots[i])) i = (i + 1) & (cap - 1);
-  slots[i] = *d;
-}
-
-bool ckl__dset_has(const ckl__dset *s, const ckl_digest *d) {
-  if (is_zero(d)) return s->has_zero;
-  if (!s->cap) return false;
-  for (size_t i = slot_of(d, s->cap);; i = (i + 1) & (s->cap - 1)) {
-    if (is_zero(&s->slots[i])) return false;
-    if (memcmp(&s->slots[i], d, sizeof *d) == 0) return true;
-  }
-}
-
-int ckl__dset_add(ckl__dset *s, const ckl_digest *d) {
-  if (is_zero(d)) {
-    int added = !s->has_zero;
-    s->has_zero = true;
-    return added;
-  }
-  if (ckl__dset_has(s, d)) return 0;
-  if ((s->count + 1) * 4 > s->cap * 3) { /* load factor <= 3/4 */
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    ckl_digest *slots = calloc(cap, sizeof *slots);
-    if (!slots) return -ENOMEM;
-    for (size_t i = 0; i < s->cap; i++)
-      if (!is_zero(&s->slots[i])) place(slots, cap, &s->slots[i]);
-    free(s->slots);
-    s->slots = slots;
-    s->cap = cap;
-  }
-  place(s->slots, s->cap, d);
-  s->count++;
-  return 1;
-}
-
-void ckl__dset_free(ckl__dset *s) {
-  free(s->slots);
-  memset(s, 0, sizeof *s);
-}
-
 /* ---- files ------------------------------------------------------------------ */
 
 int ckl__file_sha256_at(int dirfd, const char *name, uint64_t *size, ckl_digest *out) {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "chunklock/chunk.h"
+#include "datastore/digest_set.h"
 #include "chunklock/lock.h"
 #include "chunklock/snapshot.h"
 #include "datastore/state.h"
@@ -37,20 +38,6 @@ int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation, c
 /* Deregister; "" tokens are a no-op. Returns ckl__state_deregister's code
  * (-ENOENT: the record was gone, the lease lost). */
 int ckl__ops_deregister(ckl__state *state, char token[CKL_TOKEN_HEX_LEN + 1]);
-
-/* ---- digest sets ------------------------------------------------------------
- * Open addressing over whole digests (no false positives: the backup uses
- * it to prove that every chunk an index references was inserted or
- * touched by this writer). A zeroed struct is an empty set. */
-typedef struct ckl__dset {
-  ckl_digest *slots; /* all-zero digest = empty slot */
-  size_t cap, count;
-  bool has_zero;
-} ckl__dset;
-/* 1 if added, 0 if present, -ENOMEM. */
-int ckl__dset_add(ckl__dset *s, const ckl_digest *d);
-bool ckl__dset_has(const ckl__dset *s, const ckl_digest *d);
-void ckl__dset_free(ckl__dset *s);
 
 /* ---- files --------------------------------------------------------------- */
 /* SHA-256 and size of the regular file dirfd/name (O_NOFOLLOW). 0, -ENOENT,

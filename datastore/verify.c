@@ -32,7 +32,7 @@ typedef struct vrun {
   ckl_store *st;
   const char *name; /* "type/id/time" for messages */
   int dirfd;
-  ckl__dset seen;
+  ckl__digest_set seen;
   char (*bad)[CKL_DIGEST_HEX_LEN + 1];
   size_t nbad, capbad;
   uint64_t bytes; /* logical bytes checked, for a runtime task's progress */
@@ -53,7 +53,7 @@ static int add_bad(vrun *v, const ckl_digest *d) {
 }
 
 static int check_chunk(vrun *v, const ckl_digest *d, const char *file) {
-  int rc = ckl__dset_add(&v->seen, d);
+  int rc = ckl__digest_set_insert(&v->seen, d);
   if (rc <= 0) return rc; /* read already (or -ENOMEM) */
   void *data = NULL;
   size_t len = 0;
@@ -207,7 +207,7 @@ int ckl_verify(ckl_store *st, const ckl_snapshot_name *n, const ckl_verify_opts 
   if (result) *result = v.res;
 out:
   ckl__close(v.dirfd);
-  ckl__dset_free(&v.seen);
+  ckl__digest_set_free(&v.seen);
   free(v.bad);
   ckl__ops_deregister(state, token);
   ckl_path_lock_release(&lk);
