@@ -262,6 +262,15 @@ int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o, c
       it->reason = held ? CKL_PRUNE_IN_PROGRESS : CKL_PRUNE_ABANDONED;
     }
     if (it->keep || o->dry_run) continue;
+    /* A runtime task's safe point between removals: once told to stop,
+     * every removal left says why it was not done. */
+    ckl__observe_progress("prune", i, n, 0);
+    int cp = ckl__observe_checkpoint();
+    if (cp < 0) {
+      it->rc = cp;
+      if (first_err == 0) first_err = cp;
+      continue;
+    }
     it->rc = remove_one(st, state, &order, it, abandoned);
     if (it->rc == 0 && !it->keep) removed++;
     if (it->rc < 0 && it->rc != CKL_EBUSY && it->rc != -ENOENT && first_err == 0)

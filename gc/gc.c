@@ -164,6 +164,7 @@ static int mark_listed(gc_run *g) {
     if (rc < 0) break;
     rc = CKL_FAILPOINT("gc.mark.before_snapshot");
     if (rc < 0) break;
+    ckl__observe_progress("mark", j, l.n, g->mark.logical_bytes);
     bool vanished = false;
     rc = mark_files(g, rel, l.snaps[j].files, l.snaps[j].nfiles, &vanished);
     if (rc < 0) break;

@@ -244,6 +244,8 @@ static void *worker_main(void *arg) {
         return NULL;
       }
     }
+    /* Only the calling thread has the runtime's observer (if any). */
+    ckl__observe_progress("sweep", start + PREFIX_BATCH, PREFIX_COUNT, w->stats.disk_bytes);
   }
   return NULL;
 }

@@ -60,5 +60,8 @@
 #if __has_include("freeze.h")
 #include "freeze.h"
 #endif
+#if __has_include("runtime.h")
+#include "runtime.h"
+#endif
 
 #endif
