@@ -236,7 +236,8 @@ static void test_gc_lease_lost(void **state) {
   ckl_task_gc_args ga = {.store = f->st};
   assert_int_equal(ckl_task_gc(rt, &gc_t, &ga, rec_progress, rec_done), 0);
   assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 20000), 0);
-  /* the GC's own record: operation "gc", this process */
+  /* the GC's records: operation "gc", this process (its own and, for a
+   * GC that sweeps, its deleter guard against a freeze) */
   ckl__state *s;
   assert_int_equal(ckl__state_open(f->dir, &s), 0);
   ckl__roster_list l;
@@ -250,7 +251,7 @@ static void test_gc_lease_lost(void **state) {
   }
   ckl__roster_list_free(&l);
   ckl__state_close(s);
-  assert_int_equal(removed, 1);
+  assert_true(removed >= 1);
   refresh_until_lost(rt, &gc_t);
   ckl_failpoint_release("gc.mark.after_list");
   uv_run(&loop, UV_RUN_DEFAULT);
