@@ -92,6 +92,10 @@ int ckl__pathf(char *dst, size_t n, const char *fmt, ...)
  * CKL_EFAILPOINT. */
 int ckl__err_parse(const char *s, size_t len, int *out);
 
+/* Write all of buf to fd, going on after short writes and EINTR. 0, or
+ * -errno (-EIO if the kernel reports progress 0). */
+int ckl__write_all(int fd, const void *buf, size_t len);
+
 /* Close fd preserving errno; no-op for fd < 0. */
 void ckl__close(int fd);
 

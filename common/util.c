@@ -130,6 +130,24 @@ int ckl__pathf(char *dst, size_t n, const char *fmt, ...) {
   return len;
 }
 
+int ckl__write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    /* One write may move less than asked (a signal, a huge len): go on
+     * from where it stopped. */
+    size_t step = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : len;
+    ssize_t n = write(fd, p, step);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) return -EIO; /* not for a regular file; never loop on it */
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 void ckl__close(int fd) {
   if (fd < 0) return;
   int saved = errno;

@@ -251,19 +251,6 @@ int ckl_chunk_stat(ckl_chunkstore *cs, const ckl_digest *d, struct stat *st) {
 
 /* ---- insert ----------------------------------------------------------------- */
 
-static int write_all(int fd, const uint8_t *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 /* Write img under a private temp name and rename it onto rel. On failure
  * before the rename the temp file is removed and rel is untouched. */
 static int write_new(ckl_chunkstore *cs, const char *rel, const uint8_t *img, size_t len) {
@@ -294,7 +281,7 @@ static int write_new(ckl_chunkstore *cs, const char *rel, const uint8_t *img, si
     return rc;
   }
   if ((rc = CKL_FAILPOINT("chunk.insert.after_tmp_create")) < 0) goto fail;
-  if ((rc = write_all(fd, img, len)) < 0) {
+  if ((rc = ckl__write_all(fd, img, len)) < 0) {
     ckl__log_error("chunk %s/%s: write: %s", cs->root, tmp, strerror(-rc));
     goto fail;
   }

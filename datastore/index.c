@@ -287,10 +287,7 @@ struct ckl_index_writer {
   ckl_index_kind kind;
   uint64_t chunk_size;
   unsigned flags;
-  int dirfd;           /* the target's directory (O_RDONLY: fsync-able) */
-  int fd;              /* the temp file */
-  char *base;          /* target name within dirfd */
-  char *tmp;           /* temp name within dirfd */
+  ckl_atomic_file af;  /* temp file, live (OFD-locked) from create to commit */
   char *path;          /* as given, for messages */
   uint8_t *buf;        /* header space + entries */
   size_t len, cap;
@@ -300,65 +297,10 @@ struct ckl_index_writer {
 };
 
 static void writer_free(ckl_index_writer *w) {
-  ckl__close(w->fd);
-  ckl__close(w->dirfd);
-  free(w->base);
-  free(w->tmp);
+  ckl_atomic_rollback(&w->af); /* no-op after commit */
   free(w->path);
   free(w->buf);
   free(w);
-}
-
-static void drop_temp(ckl_index_writer *w) {
-  if (unlinkat(w->dirfd, w->tmp, 0) != 0 && errno != ENOENT)
-    ckl__log_warn("index %s: remove temp file %s: %s", w->path, w->tmp, strerror(errno));
-}
-
-/* Create and lock the temp file ".<base>.tmp-<16 hex>".
- *
- * The name and the OFD write lock follow ckl_atomic_begin() exactly, so
- * ckl_atomic_cleanup() can judge an index temp file: locked means a writer
- * is alive, unlocked means abandoned. Cleanup may run between our create
- * and our lock; like ckl_atomic_begin we lock, then verify: if the lock is
- * refused (a cleanup holds it) or the file is already unlinked, the file
- * is the cleanup's, and we start over under a fresh name. */
-static int create_temp(ckl_index_writer *w) {
-  for (int attempt = 0; attempt < 16; attempt++) {
-    char rnd[17];
-    uint64_t r = ckl__random_u64();
-    ckl__hex_encode(&r, 8, rnd);
-    rnd[16] = '\0';
-    free(w->tmp);
-    if (asprintf(&w->tmp, ".%s.tmp-%s", w->base, rnd) < 0) {
-      w->tmp = NULL;
-      return -ENOMEM;
-    }
-    int fd = openat(w->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-      if (errno == EEXIST) continue;
-      int rc = -errno;
-      ckl__log_error("index %s: create temp file %s: %s", w->path, w->tmp, strerror(errno));
-      return rc;
-    }
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-    if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
-      int rc = -errno;
-      close(fd);
-      if (rc == -EAGAIN || rc == -EACCES) continue; /* a cleanup owns it now */
-      unlinkat(w->dirfd, w->tmp, 0);
-      ckl__log_error("index %s: lock temp file %s: %s", w->path, w->tmp, strerror(-rc));
-      return rc;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_nlink == 0) {
-      close(fd); /* removed by a cleanup before we locked it */
-      continue;
-    }
-    w->fd = fd;
-    return 0;
-  }
-  ckl__log_error("index %s: could not create a temp file", w->path);
-  return -EEXIST;
 }
 
 int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chunk_size,
@@ -374,30 +316,22 @@ int ckl_index_writer_create(const char *path, ckl_index_kind kind, uint64_t chun
 
   ckl_index_writer *w = calloc(1, sizeof *w);
   if (!w) return -ENOMEM;
-  w->fd = w->dirfd = -1;
   w->kind = kind;
   w->chunk_size = kind == CKL_INDEX_FIXED ? chunk_size : 0;
   w->flags = flags;
   w->path = strdup(path);
-  w->base = strdup(base);
-  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
   w->cap = HDR_LEN + 64 * DYN_ENTRY;
   w->buf = calloc(1, w->cap);
-  if (!w->path || !w->base || !dir || !w->buf) {
-    free(dir);
+  if (!w->path || !w->buf) {
     writer_free(w);
     return -ENOMEM;
   }
   w->len = HDR_LEN;
-  int rc = 0;
-  w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (w->dirfd < 0) {
-    rc = -errno;
-    ckl__log_error("index %s: open directory %s: %s", path, dir, strerror(errno));
-  }
-  free(dir);
-  if (rc == 0) rc = create_temp(w);
+  /* The temp file exists (and is locked, so ckl_atomic_cleanup leaves it
+   * alone) from now on; entries are kept in memory and written at commit. */
+  int rc = ckl_atomic_begin(&w->af, path, 0644, flags);
   if (rc < 0) {
+    ckl__log_error("index %s: cannot create its temp file: %s", path, ckl_strerror(rc));
     writer_free(w);
     return rc;
   }
@@ -453,19 +387,6 @@ int ckl_index_writer_add(ckl_index_writer *w, uint64_t value, const ckl_digest *
   return 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 int ckl_index_writer_commit(ckl_index_writer *w, ckl_digest *file_sha256) {
   if (!w) return -EINVAL;
   uint8_t *h = w->buf;
@@ -481,45 +402,29 @@ int ckl_index_writer_commit(ckl_index_writer *w, ckl_digest *file_sha256) {
   memset(h + OFF_RESERVED, 0, OFF_CRC - OFF_RESERVED);
   put_le(h + OFF_CRC, ckl__crc32c(0, h, OFF_CRC), 4);
 
-  bool sync = !(w->flags & CKL_ATOMIC_NOSYNC);
-  int rc = write_all(w->fd, w->buf, w->len);
+  int rc = ckl_atomic_write(&w->af, w->buf, w->len);
   if (rc < 0) {
-    ckl__log_error("index %s: write %s: %s", w->path, w->tmp, strerror(-rc));
-    goto fail;
+    ckl__log_error("index %s: write: %s", w->path, ckl_strerror(rc));
+    goto out;
   }
-  if ((rc = CKL_FAILPOINT("index.write.after_entries")) < 0) goto fail;
-  if (sync && fsync(w->fd) != 0) {
-    rc = -errno;
-    ckl__log_error("index %s: fsync %s: %s", w->path, w->tmp, strerror(errno));
-    goto fail;
-  }
-  if ((rc = CKL_FAILPOINT("index.write.before_commit")) < 0) goto fail;
-  /* The temp file stays open (and OFD-locked) across the rename so a
-   * concurrent ckl_atomic_cleanup never sees it as abandoned. */
-  if (renameat(w->dirfd, w->tmp, w->dirfd, w->base) != 0) {
-    rc = -errno;
-    ckl__log_error("index %s: rename %s: %s", w->path, w->tmp, strerror(errno));
-    goto fail;
+  if ((rc = CKL_FAILPOINT("index.write.after_entries")) < 0) goto out;
+  if ((rc = CKL_FAILPOINT("index.write.before_commit")) < 0) goto out;
+  /* fsync, rename, fsync the directory (unless CKL_ATOMIC_NOSYNC). An
+   * error from the directory fsync leaves the complete index in place,
+   * but it may not be durable, so the error is still returned. */
+  rc = ckl_atomic_commit(&w->af);
+  if (rc < 0) {
+    ckl__log_error("index %s: commit: %s", w->path, ckl_strerror(rc));
+    goto out;
   }
   if (file_sha256) ckl_digest_compute(w->buf, w->len, file_sha256);
-  /* Committed: the file stays even if what follows fails (the rename may
-   * then not be durable, so the error is still reported). */
   rc = CKL_FAILPOINT("index.write.after_rename");
-  if (rc == 0 && sync && fsync(w->dirfd) != 0) {
-    rc = -errno;
-    ckl__log_error("index %s: fsync directory: %s", w->path, strerror(errno));
-  }
-  writer_free(w);
-  return rc;
-
-fail:
-  drop_temp(w);
-  writer_free(w);
+out:
+  writer_free(w); /* rolls the temp file back unless committed */
   return rc;
 }
 
 void ckl_index_writer_abort(ckl_index_writer *w) {
   if (!w) return;
-  drop_temp(w);
   writer_free(w);
 }

@@ -294,25 +294,7 @@ int ckl_atomic_fd(const ckl_atomic_file *af) { return af && af->active ? af->fd 
 
 int ckl_atomic_write(ckl_atomic_file *af, const void *buf, size_t len) {
   if (!af || !af->active) return -EINVAL;
-  const char *p = buf;
-  int rc = !buf && len > 0 ? -EINVAL : 0;
-  while (rc == 0 && len > 0) {
-    /* One write may move less than asked (a signal, a huge len): go on
-     * from where it stopped. */
-    size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : len;
-    ssize_t n = write(af->fd, p, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      rc = -errno;
-      break;
-    }
-    if (n == 0) { /* not for a regular file; never loop on it */
-      rc = -EIO;
-      break;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
+  int rc = !buf && len > 0 ? -EINVAL : ckl__write_all(af->fd, buf, len);
   if (rc == 0) rc = CKL_FAILPOINT("atomic.after_write");
   if (rc < 0) {
     ckl__log_error("atomic replace of %s: write %s: %s", af->target_path, af->tmp_path,

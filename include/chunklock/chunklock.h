@@ -21,6 +21,9 @@
 #if __has_include("proclock.h")
 #include "proclock.h"
 #endif
+#if __has_include("softlock.h")
+#include "softlock.h"
+#endif
 #if __has_include("atomic_file.h")
 #include "atomic_file.h"
 #endif
