@@ -24,6 +24,7 @@
 #include "datastore/crc32c.h"
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
+#include "locks/softlock_internal.h"
 
 static const char *out_root;
 
@@ -378,6 +379,54 @@ static void names_corpus(void) {
   put("snapshot_name", "edge-nul-before-time", "vm/100\0/2024-01-01T00:00:00Z", 28);
 }
 
+/* ---- soft lock markers --------------------------------------------------- */
+
+static void marker_seed(const char *name, const ckl__softlock_marker *m) {
+  char buf[CKL__SOFTLOCK_MARKER_MAX + 1];
+  int n = ckl__softlock_marker_format(m, buf, sizeof buf);
+  if (n < 0) die("marker format");
+  put("softlock_marker", name, buf, (size_t)n);
+}
+
+static void marker_corpus(void) {
+  ckl__softlock_marker m = {.token = "00112233445566778899aabbccddeeff",
+                            .host = "backup-host",
+                            .boot = "fedcba98-7654-3210-fedc-ba9876543210",
+                            .pidns = 4026531836u,
+                            .pid = 4242,
+                            .created_ns = 1700000000000000000LL,
+                            .op = "backup"};
+  marker_seed("writer", &m);
+  memset(m.host, 'h', 63);
+  m.host[63] = '\0';
+  memset(m.boot, 'f', 63);
+  m.boot[63] = '\0';
+  memset(m.op, 'o', 31);
+  m.op[31] = '\0';
+  m.pidns = UINT64_MAX;
+  m.pid = CKL__SOFTLOCK_PID_MAX;
+  m.created_ns = INT64_MAX;
+  marker_seed("maxima", &m);
+  ckl__softlock_marker z = {.token = "ffffffffffffffffffffffffffffffff",
+                            .host = "h", .boot = "-", .pidns = 0, .pid = 1, .created_ns = 1,
+                            .op = "-"};
+  marker_seed("minima", &z);
+  static const char head[] = "chunklock-softlock 1\ntoken 00112233445566778899aabbccddeeff\n"
+                             "host h\nboot -\npidns 0\n";
+  char buf[512];
+  snprintf(buf, sizeof buf, "%spid 01\ncreated 1\nop -\n", head);
+  put_str("softlock_marker", "edge-leading-zero", buf);
+  snprintf(buf, sizeof buf, "%spid 4194305\ncreated 1\nop -\n", head);
+  put_str("softlock_marker", "edge-pid-too-big", buf);
+  snprintf(buf, sizeof buf, "%spid 1\ncreated 9223372036854775808\nop -\n", head);
+  put_str("softlock_marker", "edge-created-overflow", buf);
+  snprintf(buf, sizeof buf, "%spid 1\ncreated 1\nop -", head);
+  put_str("softlock_marker", "edge-no-final-newline", buf);
+  snprintf(buf, sizeof buf, "%spid  1\ncreated 1\nop -\n", head);
+  put_str("softlock_marker", "edge-two-spaces", buf);
+  put_str("softlock_marker", "edge-version-2", "chunklock-softlock 2\n");
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
@@ -394,6 +443,7 @@ int main(int argc, char **argv) {
   roster_corpus();
   config_corpus();
   names_corpus();
+  marker_corpus();
   rmdir(tmpdir);
   return 0;
 }

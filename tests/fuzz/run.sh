@@ -17,12 +17,13 @@ secs=${1:-60}
 build=${2:-build-fuzz}
 here=$(cd "$(dirname "$0")" && pwd)
 bin="$build/tests/fuzz"
-targets=${CKL_FUZZ_TARGETS:-"chunk didx fidx manifest roster store_config snapshot_name"}
+targets=${CKL_FUZZ_TARGETS:-"chunk didx fidx manifest roster store_config snapshot_name softlock_marker"}
 
 # Input size bounds: a little above the largest input that can be valid
 # where that is small, enough for many entries where it is not.
 declare -A maxlen=([chunk]=65536 [didx]=8192 [fidx]=8192 [manifest]=16384
-                   [roster]=4608 [store_config]=8192 [snapshot_name]=256)
+                   [roster]=4608 [store_config]=8192 [snapshot_name]=256
+                   [softlock_marker]=1280)
 
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "run.sh: SECONDS must be a number, not '$secs'" >&2; exit 2; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/ckl-fuzz-XXXXXX")
