@@ -42,9 +42,10 @@ for t in $targets; do
   log="$work/$t.log"
   rc=0
   "$exe" "${args[@]}" "$work/$t" "$here/corpus/$t" >"$log" 2>&1 || rc=$?
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  # A target that crashes on a seed prints none of these: no value is "?".
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) || true
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1) || true
+  cov=$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)
   units=$(find "$work/$t" -type f | wc -l)
   result=ok
   if [ "$rc" -ne 0 ] || compgen -G "$art/$t-*" >/dev/null; then
