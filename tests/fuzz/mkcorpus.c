@@ -323,6 +323,7 @@ static void config_corpus(void) {
   c.sync = CKL_SYNC_FILE;
   config_seed("maxima", &c);
   put_str("store_config", "edge-newer-format", "{\"format\": 2}");
+  put_str("store_config", "edge-not-object", "[{\"format\": 1}]");
   put_str("store_config", "edge-bad-average",
           "{\"format\": 1, \"uuid\": \"00112233445566778899aabbccddeeff\", \"created\": "
           "\"2024-02-29T12:00:00Z\", \"chunk\": {\"average_size\": 100000, \"compress_level\": 3}, "
