@@ -26,7 +26,7 @@
 #include "common/internal.h"
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
-#include "gc/digest_set.h"
+#include "datastore/digest_set.h"
 #include "gc/gc_internal.h"
 #include "gc/mark.h"
 #include "gc/sweep.h"

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "chunklock/chunk.h"
-#include "gc/digest_set.h"
+#include "datastore/digest_set.h"
 
 typedef struct ckl__mark_stats {
   uint64_t index_files;      /* indexes marked */

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "gc/digest_set.h"
+#include "datastore/digest_set.h"
 
 static ckl_digest mk(uint64_t i) {
   ckl_digest d;

@@ -1,5 +1,8 @@
 /*
- * gc/digest_set.h - the mark phase's "already touched this run" set.
+ * datastore/digest_set.h - an exact set of chunk digests: the GC mark's
+ * "already touched this run", the backup's "proven to exist" (every digest
+ * an index references was inserted or touched by the writer), verify's and
+ * fsck's "already checked".
  *
  * Open addressing over full 32-byte digests. No false positives, ever: a
  * false positive would skip the touch of a referenced chunk and let the
@@ -8,8 +11,8 @@
  * 43-64 bytes per unique referenced chunk (about 64 MiB at 1 M chunks,
  * plus a transient x1.5 while growing).
  */
-#ifndef CKL_GC_DIGEST_SET_H
-#define CKL_GC_DIGEST_SET_H
+#ifndef CKL_DATASTORE_DIGEST_SET_H
+#define CKL_DATASTORE_DIGEST_SET_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* gc/digest_set.c - open-addressing set of SHA-256 digests (see header). */
-#include "gc/digest_set.h"
+#include "datastore/digest_set.h"
 
 #include <errno.h>
 #include <stdlib.h>
