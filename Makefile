@@ -3,11 +3,15 @@
 #   make test   - install deps, build, run the whole test suite (ctest)
 #   make bench-gc - GC against the floor (docs/benchmarks.md); BENCH_DIR must be
 #                 on a real disk filesystem, not tmpfs
+#   make fuzz SECONDS=N  - libFuzzer targets, N s each (docs/fuzzing.md)
+#   make model / make model-mutants - spin model check (docs/model.md)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+SECONDS ?= 60
+FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps configure build demo test bench-gc asan tsan install clean
+.PHONY: all deps configure build demo test bench-gc asan tsan fuzz model model-mutants install clean
 
 all: build
 
@@ -52,8 +56,23 @@ tsan: deps
 	cmake --build build-tsan -j $(JOBS)
 	ctest --test-dir build-tsan --output-on-failure -j $(JOBS) -L threads
 
+# Fuzzing (clang + libFuzzer): build the targets, fuzz each for SECONDS.
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+	  -DCKL_BUILD_FUZZ=ON -DCKL_BUILD_TESTS=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz-targets
+	tests/fuzz/run.sh $(SECONDS) $(FUZZ_BUILD)
+
+# Exhaustive model check of the GC / forget / backup / sweep protocol.
+model: deps
+	tests/model/check.sh
+
+# The model with each safety mechanism removed: every mutant must fail.
+model-mutants: deps
+	tests/model/check.sh --mutants
+
 install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan $(FUZZ_BUILD)

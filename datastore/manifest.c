@@ -25,6 +25,7 @@
 #include "chunklock/manifest.h"
 #include "common/internal.h"
 #include "datastore/json_util.h"
+#include "datastore/manifest_internal.h"
 #include "datastore/store_internal.h"
 
 #define UNPROTECTED "unprotected"
@@ -151,12 +152,20 @@ int ckl_manifest_load(ckl_store *st, const ckl_snapshot_name *snap, json_t **out
   ckl__close(dfd);
   if (rc == -ELOOP) ckl__log_error("%s: is a symlink, not followed", display);
   if (rc < 0) return rc;
+  rc = ckl__manifest_parse(display, raw, len, snap, out);
+  free(raw);
+  return rc;
+}
+
+int ckl__manifest_parse(const char *display, const char *raw, size_t len,
+                        const ckl_snapshot_name *snap, json_t **out) {
+  *out = NULL;
   json_t *m = NULL;
-  if ((rc = ckl__json_parse(display, raw, len, &m)) == 0) {
+  int rc = ckl__json_parse(display, raw, len, &m);
+  if (rc == 0) {
     ckl__jctx c = {.file = display, .raw = raw, .len = len};
     rc = check_manifest(&c, m, snap);
   }
-  free(raw);
   if (rc < 0) {
     json_decref(m);
     return rc;

@@ -106,7 +106,7 @@ static int config_from_opts(const char *path, const ckl_store_create_opts *o,
 }
 
 /* Serialised configuration (malloc'd, newline-terminated) or NULL. */
-static char *config_dump(const ckl_store_config *cfg) {
+char *ckl__store_config_dump(const ckl_store_config *cfg) {
   json_t *root =
       json_pack("{s:i, s:s, s:s, s:{s:I, s:i}, s:s, s:{s:I, s:I}, s:o}", "format", cfg->format,
                 "uuid", cfg->uuid, "created", cfg->created, "chunk", "average_size",
@@ -135,10 +135,8 @@ static bool is_lower_hex(const char *s, size_t n) {
   return true;
 }
 
-/* Parse and check the configuration. *locks_dir receives a malloc'd copy
- * of a configured locks_dir (NULL if none). */
-static int config_parse(const char *file, const char *raw, size_t len, ckl_store_config *cfg,
-                        char **locks_dir) {
+int ckl__store_config_parse(const char *file, const char *raw, size_t len,
+                            ckl_store_config *cfg, char **locks_dir) {
   static const char *const top_keys[] = {"format", "uuid", "created",   "chunk",
                                          "sync",   "gc",   "locks_dir", NULL};
   static const char *const chunk_keys[] = {"average_size", "compress_level", NULL};
@@ -327,7 +325,7 @@ static int create_steps(const char *path, int dfd, const ckl_store_config *cfg) 
   if ((rc = fsync_dirfd(dfd)) < 0) return rc;
   if ((rc = CKL_FAILPOINT("store.create.after_dirs")) < 0) return rc;
 
-  char *json = config_dump(cfg);
+  char *json = ckl__store_config_dump(cfg);
   if (!json) return -ENOMEM;
   if ((rc = ckl__pathf(sub, sizeof sub, "%s/" CKL_STORE_CONFIG_NAME, path)) >= 0)
     rc = ckl_atomic_replace(sub, json, strlen(json), 0644, 0);
@@ -525,7 +523,7 @@ int ckl_store_open(const char *path, const ckl_store_open_opts *opts, ckl_store 
     rc = CKL_ENOTSTORE;
   }
   if (rc < 0) goto fail;
-  if ((rc = config_parse(display, raw, len, &st->cfg, &st->locks_dir)) < 0) goto fail;
+  if ((rc = ckl__store_config_parse(display, raw, len, &st->cfg, &st->locks_dir)) < 0) goto fail;
   st->cfg.locks_dir = st->locks_dir;
   st->manifest_lock_timeout_ms = opts->manifest_lock_timeout_ms ? opts->manifest_lock_timeout_ms
                                                                 : CKL_MANIFEST_LOCK_TIMEOUT_MS;

@@ -36,6 +36,21 @@ struct ckl_store {
   ckl_chunkstore *chunks;
 };
 
+/* The configuration file (STORE/chunklock.json), in memory: for open,
+ * create, and the fuzz target.
+ *
+ * Parse and check raw[0..len) (need not be NUL-terminated); `file` names
+ * it in messages. *locks_dir receives a malloc'd copy of a configured
+ * locks_dir (NULL if none); cfg->locks_dir is left NULL. 0, CKL_ECORRUPT
+ * (malformed JSON, duplicate or unknown key, wrong type, value out of
+ * range; logged with line and column), CKL_EVERSION (newer format),
+ * -ENOMEM. */
+int ckl__store_config_parse(const char *file, const char *raw, size_t len,
+                            ckl_store_config *cfg, char **locks_dir);
+/* The file's bytes for cfg: malloc'd, newline-terminated, or NULL (no
+ * memory). */
+char *ckl__store_config_dump(const ckl_store_config *cfg);
+
 /* Lock file paths inside the lock namespace. Each returns the length, or
  * -EINVAL (invalid name), -ENAMETOOLONG. Nothing is created. */
 int ckl__store_group_lock_path(const ckl_store *st, const ckl_group_name *g, char *buf,
