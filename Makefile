@@ -1,6 +1,8 @@
 # Thin wrapper around CMake so the README quick start is two commands.
 #   make demo   - install deps, build, run `chunklock demo` on a temporary store
 #   make test   - install deps, build, run the whole test suite (ctest)
+#   make bench-gc - GC against the floor (docs/benchmarks.md); BENCH_DIR must be
+#                 on a real disk filesystem, not tmpfs
 #   make fuzz SECONDS=N  - libFuzzer targets, N s each (docs/fuzzing.md)
 #   make model / make model-mutants - spin model check (docs/model.md)
 BUILD ?= build
@@ -9,7 +11,7 @@ CMAKE_FLAGS ?=
 SECONDS ?= 60
 FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps configure build demo test asan tsan fuzz model model-mutants install clean
+.PHONY: all deps configure build demo test bench-gc asan tsan fuzz model model-mutants install clean
 
 all: build
 
@@ -32,6 +34,16 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+BENCH_DIR ?= /var/tmp/ckl-bench
+BENCH_SIZES ?= 100k,1M
+BENCH_RUNS ?= 5
+BENCH_DATE := $(shell date +%F)
+bench-gc: build
+	mkdir -p bench/results
+	$(BUILD)/bench/gc_bench --sizes $(BENCH_SIZES) --runs $(BENCH_RUNS) --dir $(BENCH_DIR) \
+	  --json bench/results/gc-$(BENCH_DATE).json --md bench/results/gc-$(BENCH_DATE).md
+	@cat bench/results/gc-$(BENCH_DATE).md
 
 # Sanitizer builds used by .ci/run.
 asan: deps

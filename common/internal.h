@@ -105,4 +105,48 @@ static inline void ckl__closep(int *fd) {
 }
 #define CKL__CLEANUP_CLOSE __attribute__((cleanup(ckl__closep)))
 
+/* ---- task observer ---------------------------------------------------------
+ * The libuv runtime (tasks/) runs library operations on its own worker
+ * threads. To lease what an operation holds, show its progress and stop it
+ * at a safe point, it installs an observer on the worker thread; the library
+ * reports through the calls below. With no observer installed (every
+ * synchronous caller) each call is one thread-local load.
+ *   lock      after a path lock is acquired (held = 1), and before it is
+ *             released or unlinked (held = 0): after the held = 0 call
+ *             returns, the observer no longer touches *lk
+ *   record    after a roster record is registered (1), before it is
+ *             deregistered (0)
+ *   progress  phase, units done / total (0 = unknown), bytes so far
+ *   checkpoint  a safe point: 0 to go on, or CKL_ECANCELED / CKL_ELOCKLOST,
+ *             which the operation returns after rolling back
+ * Callbacks run on the calling thread and must not call back into the
+ * operation. */
+struct ckl_path_lock;
+typedef struct ckl__observer ckl__observer;
+struct ckl__observer {
+  void (*lock)(ckl__observer *o, const struct ckl_path_lock *lk, int held);
+  void (*record)(ckl__observer *o, const char *token, int registered);
+  void (*progress)(ckl__observer *o, const char *phase, uint64_t done, uint64_t total,
+                   uint64_t bytes);
+  int (*checkpoint)(ckl__observer *o);
+};
+extern _Thread_local ckl__observer *ckl__tls_observer;
+static inline void ckl__observe_lock(const struct ckl_path_lock *lk, int held) {
+  ckl__observer *o = ckl__tls_observer;
+  if (CKL__UNLIKELY(o != NULL) && o->lock) o->lock(o, lk, held);
+}
+static inline void ckl__observe_record(const char *token, int registered) {
+  ckl__observer *o = ckl__tls_observer;
+  if (CKL__UNLIKELY(o != NULL) && o->record) o->record(o, token, registered);
+}
+static inline void ckl__observe_progress(const char *phase, uint64_t done, uint64_t total,
+                                         uint64_t bytes) {
+  ckl__observer *o = ckl__tls_observer;
+  if (CKL__UNLIKELY(o != NULL) && o->progress) o->progress(o, phase, done, total, bytes);
+}
+static inline int ckl__observe_checkpoint(void) {
+  ckl__observer *o = ckl__tls_observer;
+  return CKL__UNLIKELY(o != NULL) && o->checkpoint ? o->checkpoint(o) : 0;
+}
+
 #endif

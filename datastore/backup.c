@@ -515,6 +515,9 @@ static int finish_steps(ckl_backup *b) {
     return rc;
   }
   if ((rc = CKL_FAILPOINT("backup.before_finish")) < 0) return rc;
+  /* A runtime task's last safe point: after the (possibly long) sync, just
+   * before the manifest. A lease that ran out meanwhile is not published. */
+  if ((rc = ckl__observe_checkpoint()) < 0) return rc;
   rc = ckl__state_refresh(b->state, b->token, 0);
   if (rc == -ENOENT) {
     b->token[0] = '\0';

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 
 #include "chunklock/atomic_file.h"
+#include "chunklock/freeze.h"
 #include "chunklock/maintenance.h"
 #include "chunklock/manifest.h"
 #include "common/internal.h"
@@ -151,6 +152,15 @@ int ckl_forget(ckl_store *st, const ckl_snapshot_name *n, const ckl_forget_opts 
   ckl_lock_order o = {0};
   ckl_path_lock lk = {0};
   ckl_holder who = {0};
+  /* A frozen store deletes nothing (freeze.h): the deleter guard comes
+   * before the snapshot lock, in the fixed order. */
+  ckl_deleter del = {0};
+  ckl_freeze_opts fo = {.operation = "forget", .busy_holder = &who};
+  rc = ckl_deleter_acquire(st, &del, &fo);
+  if (rc < 0) {
+    if (opts->busy_holder) *opts->busy_holder = who;
+    goto out;
+  }
   ckl_snap_lock_opts so = {.order = &o, .operation = "forget", .busy_holder = &who};
   rc = ckl_snapshot_lock(st, n, CKL_LOCK_EXCLUSIVE, &lk, &so);
   if (opts->busy_holder) *opts->busy_holder = who;
@@ -169,6 +179,7 @@ int ckl_forget(ckl_store *st, const ckl_snapshot_name *n, const ckl_forget_opts 
   ckl__ops_deregister(state, token);
   if (rc >= 0) (void)ckl__trash_purge_stale(st, state);
 out:
+  ckl_deleter_release(&del);
   ckl__ops_state_close(st, state);
   return rc;
 }

@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "chunklock/freeze.h"
 #include "chunklock/maintenance.h"
 #include "chunklock/manifest.h"
 #include "common/internal.h"
@@ -218,6 +219,17 @@ int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o, c
   char token[CKL_TOKEN_HEX_LEN + 1] = "";
   ckl_snapshot_info *list = NULL;
   size_t n = 0;
+  ckl_deleter del = {0};
+  if (!o->dry_run) {
+    /* A frozen store deletes nothing (freeze.h); the guard comes before
+     * the group lock, in the fixed order. A dry run deletes nothing. */
+    ckl_freeze_opts fo = {.operation = "prune", .busy_holder = &who};
+    rc = ckl_deleter_acquire(st, &del, &fo);
+    if (rc < 0) {
+      if (o->busy_holder) *o->busy_holder = who;
+      goto out;
+    }
+  }
   ckl_snap_lock_opts go = {.order = &order, .operation = "prune", .busy_holder = &who};
   rc = ckl_group_lock(st, g, &glk, &go);
   if (o->busy_holder) *o->busy_holder = who;
@@ -250,6 +262,15 @@ int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o, c
       it->reason = held ? CKL_PRUNE_IN_PROGRESS : CKL_PRUNE_ABANDONED;
     }
     if (it->keep || o->dry_run) continue;
+    /* A runtime task's safe point between removals: once told to stop,
+     * every removal left says why it was not done. */
+    ckl__observe_progress("prune", i, n, 0);
+    int cp = ckl__observe_checkpoint();
+    if (cp < 0) {
+      it->rc = cp;
+      if (first_err == 0) first_err = cp;
+      continue;
+    }
     it->rc = remove_one(st, state, &order, it, abandoned);
     if (it->rc == 0 && !it->keep) removed++;
     if (it->rc < 0 && it->rc != CKL_EBUSY && it->rc != -ENOENT && first_err == 0)
@@ -261,6 +282,7 @@ out:
   ckl_snapshot_list_free(list, n);
   ckl__ops_deregister(state, token);
   ckl_path_lock_release(&glk);
+  ckl_deleter_release(&del);
   ckl__ops_state_close(st, state);
   return rc;
 }

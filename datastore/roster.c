@@ -201,6 +201,7 @@ int ckl__state_register_as(ckl__state *st, const ckl__roster_reg *reg,
   if (rc < 0) return rc;
   rc = ckl__state_run(st, 1, register_txn, &c);
   if (rc < 0) return rc;
+  ckl__observe_record(token_out, 1); /* a runtime task leases it from now on */
   return CKL_FAILPOINT("state.roster.after_register");
 }
 
@@ -223,6 +224,8 @@ static int deregister_txn(ckl__txn *t, void *arg) {
 
 int ckl__state_deregister(ckl__state *st, const char *token) {
   if (!token || !ckl__token_valid(token, strlen(token))) return -EINVAL;
+  /* Before the delete: a lease refreshing it afterwards would call it lost. */
+  ckl__observe_record(token, 0);
   return ckl__state_run(st, 1, deregister_txn, (void *)token);
 }
 

@@ -164,6 +164,7 @@ static int mark_listed(gc_run *g) {
     if (rc < 0) break;
     rc = CKL_FAILPOINT("gc.mark.before_snapshot");
     if (rc < 0) break;
+    ckl__observe_progress("mark", j, l.n, g->mark.logical_bytes);
     bool vanished = false;
     rc = mark_files(g, rel, l.snaps[j].files, l.snaps[j].nfiles, &vanished);
     if (rc < 0) break;
@@ -284,6 +285,7 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   atomic_init(&g.cancel_flag, false);
   ckl_gclock gl = {0};
   ckl_proclock_guard excl = {0};
+  ckl_deleter del = {0};
   bool began = false;
   int rc = ckl_gclock_acquire(st->lock_path, &gl, o->wait_ms, o->busy_holder);
   if (rc < 0) return rc;
@@ -293,6 +295,15 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
     /* Strict mode (Proxmox semantics): exclusive between processes; this
      * process's own writers keep their shared guards. */
     rc = ckl_proclock_exclusive(st->proclock, &excl, o->wait_ms, o->busy_holder);
+    if (rc < 0) goto out;
+  }
+  if (!o->dry_run) {
+    /* A GC that sweeps deletes: it must not run while the store is frozen
+     * (freeze.h). Held for the whole run, so a freeze waits for or fails
+     * on a running GC instead of finding it mid-sweep. */
+    ckl_freeze_opts fo = {.timeout_ms = o->wait_ms, .operation = "gc",
+                          .busy_holder = o->busy_holder};
+    rc = ckl_deleter_acquire(st, &del, &fo);
     if (rc < 0) goto out;
   }
   rc = ckl__state_open(st->path, &g.state);
@@ -394,6 +405,7 @@ out:
     if (g.token[0]) ckl__state_deregister(g.state, g.token);
     ckl__state_close(g.state);
   }
+  ckl_deleter_release(&del);
   ckl_proclock_release(&excl);
   ckl_gclock_release(&gl);
   if (!r->end_ns) r->end_ns = ckl__now_realtime_ns();

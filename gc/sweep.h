@@ -56,8 +56,8 @@ typedef struct ckl__sweep_stats {
 
 /* Sweep all 65,536 prefix directories. 0, CKL_ECANCELED, or the first
  * fatal -errno (a prefix directory that cannot be opened for a reason other
- * than ENOENT). Per-entry failures are counted in errors and logged; they
- * never cause a removal. */
+ * than ENOENT, or cannot be read). Per-entry failures are counted in errors
+ * and logged; they never cause a removal. */
 int ckl__sweep(const ckl__sweep_opts *opts, ckl__sweep_stats *stats);
 
 #endif

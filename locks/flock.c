@@ -357,11 +357,13 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
     rc = ckl__holder_record_write(fd, 0, lk->token, opts->operation, lk->acquired_ns);
     if (rc < 0) ckl__log_warn("lock file %s: cannot write holder record: %s", path, strerror(-rc));
   }
+  ckl__observe_lock(lk, 1); /* a runtime task leases it from now on */
   return 0;
 }
 
 int ckl_path_lock_release(ckl_path_lock *lk) {
   if (!lk || !lk->held) return 0;
+  ckl__observe_lock(lk, 0); /* the lease stops verifying it before it goes */
   if (lk->owner_pid == getpid()) {
     /* Clear our record while still holding, so it can never be mistaken
      * for a later holder's; then unlock explicitly, which also releases a
@@ -381,6 +383,8 @@ int ckl_path_lock_release(ckl_path_lock *lk) {
 
 int ckl_path_lock_unlink(ckl_path_lock *lk) {
   if (!lk || !lk->held) return -EINVAL;
+  /* Before the unlink: a lease verifying it afterwards would call it lost. */
+  ckl__observe_lock(lk, 0);
   int rc = 0;
   if (lk->owner_pid != getpid() || lk->mode != CKL_LOCK_EXCLUSIVE) {
     /* Only the exclusive owner may destroy the file others wait on. */

@@ -54,5 +54,14 @@
 #if __has_include("gc.h")
 #include "gc.h"
 #endif
+#if __has_include("cdc.h")
+#include "cdc.h"
+#endif
+#if __has_include("freeze.h")
+#include "freeze.h"
+#endif
+#if __has_include("runtime.h")
+#include "runtime.h"
+#endif
 
 #endif

@@ -28,7 +28,8 @@
  *
  * Errors of ckl_gc_run:
  *   CKL_EBUSY       another GC runs (busy_holder names it), or strict mode and
- *                   another process holds writer (shared) guards, try mode
+ *                   another process holds writer (shared) guards, or (not in
+ *                   dry-run mode) the store is frozen (freeze.h), try mode
  *   CKL_ETIMEDOUT   the same, after opts->wait_ms
  *   CKL_EATIME      the filesystem does not update atime on utimensat
  *   CKL_EGCABORT    an index vanished outside forget, or could not be read

@@ -37,8 +37,9 @@ typedef struct ckl_forget_opts {
  * opts may be NULL.
  *
  * Returns CKL_FORGET_DELETED or CKL_FORGET_TRASHED, or:
- *   CKL_EBUSY      a reader, verify or backup holds the snapshot (never
- *                  waits); opts->busy_holder names it (operation, pid)
+ *   CKL_EBUSY      a reader, verify or backup holds the snapshot, or the
+ *                  store is frozen (freeze.h) (never waits);
+ *                  opts->busy_holder names it (operation, pid)
  *   -ENOENT        no such snapshot
  *   CKL_ETIMEDOUT  the manifest lock stayed held past its deadline
  *   -EINVAL        bad name
@@ -114,7 +115,8 @@ CKL_EXTERN int ckl_prune_select(const int64_t *times_s, size_t n, const ckl_prun
  * listing succeeded, also when an error is returned.
  *
  * Returns 0 (busy skips included), or:
- *   CKL_EBUSY      the group is being backed up or pruned (the group lock)
+ *   CKL_EBUSY      the group is being backed up or pruned (the group lock),
+ *                  or (not in a dry run) the store is frozen (freeze.h)
  *   -ENOENT        no such group
  *   -EINVAL        no rule set, bad name
  *   the first error of a removal that was not a busy skip (the others
