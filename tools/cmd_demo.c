@@ -17,9 +17,6 @@
  * own state is touched only on the loop thread, except each task's job
  * struct, which its worker fills while the loop leaves it alone.
  */
-#include "chunklock/chunklock.h"
-/* Built once the runtime (tasks/, chunklock/runtime.h) is there. */
-#if __has_include("chunklock/runtime.h")
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -152,4 +149,3 @@ int cli_cmd_demo(int argc, char **argv) {
   else demo_remove_tree(d.root);
   return ec;
 }
-#endif

@@ -17,9 +17,6 @@
  * its deadline (CKL_EBUSY / CKL_ETIMEDOUT). Failures: anything else, and a
  * restore that reads back other bytes than were written.
  */
-#include "chunklock/chunklock.h"
-/* Built once the runtime (tasks/, chunklock/runtime.h) is there. */
-#if __has_include("chunklock/runtime.h")
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -699,4 +696,3 @@ int demo_run(demo *d) {
   ckl_store_close(d->st);
   return ec;
 }
-#endif

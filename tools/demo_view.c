@@ -1,8 +1,5 @@
 /* tools/demo_view.c - the demo's live view, its event lines and its
  * summary (see cmd_demo.c). All on the loop thread. */
-#include "chunklock/chunklock.h"
-/* Built once the runtime (tasks/, chunklock/runtime.h) is there. */
-#if __has_include("chunklock/runtime.h")
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -192,4 +189,3 @@ int demo_summary(demo *d) {
   fflush(stdout);
   return ok ? CLI_EXIT_OK : CLI_EXIT_FAILED;
 }
-#endif

@@ -23,9 +23,7 @@ static const cli_command commands[] = {
     {"status", "chunks, bytes, dedup factor, last GC", cli_cmd_status},
     {"locks", "every holder of a lock on the store", cli_cmd_locks},
     {"with-lock", "run a command under a store-wide lock", cli_cmd_with_lock},
-#if __has_include("chunklock/runtime.h")
     {"demo", "concurrent backups, prunes and GCs on a temporary store", cli_cmd_demo},
-#endif
     {"failpoints", "list every failpoint name with a one-line description", cli_cmd_failpoints},
 };
 
