@@ -14,6 +14,13 @@ missing=$(comm -23 <(echo "$sites") <(echo "$catalog"))
 unused=$(comm -13 <(echo "$sites") <(echo "$catalog"))
 dups=$(cat */*.fp.def 2>/dev/null | grep -oE '^CKL_FP\("[^"]+"' | sort | uniq -d)
 rc=0
+# A module catalog that common/failpoints.def does not include is invisible
+# to ckl_failpoint_arm and `chunklock failpoints`.
+for def in */*.fp.def; do
+  [ -e "$def" ] || continue
+  grep -qF "#include \"$def\"" common/failpoints.def ||
+    { echo "$def is not included by common/failpoints.def"; rc=1; }
+done
 if [ -n "$missing" ]; then echo "failpoint sites missing from common/failpoints.def:"; echo "$missing"; rc=1; fi
 if [ -n "$unused" ]; then echo "catalogued failpoints with no site:"; echo "$unused"; rc=1; fi
 if [ -n "$dups" ]; then echo "duplicate catalog entries:"; echo "$dups"; rc=1; fi
