@@ -68,6 +68,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * usage errors (returns -2 then; -1 at the end; else the option's val). */
 struct option;
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
+/* Option parsing for commands whose only options are --json and --help:
+ * returns -1 when the command should go on (*json set, cli_optind at the
+ * first operand), else the exit code to return (usage printed for --help,
+ * CLI_EXIT_USAGE for a bad option). */
+int cli_getopt_json_only(int argc, char **argv, const char *usage, int *json);
 extern char *cli_optarg;
 extern int cli_optind;
 

@@ -92,6 +92,24 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
   return c;
 }
 
+int cli_getopt_json_only(int argc, char **argv, const char *usage, int *json) {
+  enum { OPT_JSON = 1 };
+  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
+                                     {"help", no_argument, NULL, 'h'},
+                                     {0}};
+  int c;
+  *json = 0;
+  while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
+    if (c == -2) return CLI_EXIT_USAGE;
+    if (c == 'h') {
+      fputs(usage, stdout);
+      return CLI_EXIT_OK;
+    }
+    if (c == OPT_JSON) *json = 1;
+  }
+  return -1;
+}
+
 int cli_parse_uint(const char *opt, const char *s, uint64_t max, uint64_t *out) {
   char *end;
   errno = 0;

@@ -57,19 +57,9 @@ static int list_group(ckl_store *st, const ckl_group_name *g, json_t *arr, int *
 }
 
 int cli_cmd_list(int argc, char **argv) {
-  enum { OPT_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
-                                     {"help", no_argument, NULL, 'h'},
-                                     {0}};
-  int json = 0, c;
-  while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
-    if (c == -2) return CLI_EXIT_USAGE;
-    if (c == 'h') {
-      fputs(usage_text, stdout);
-      return CLI_EXIT_OK;
-    }
-    if (c == OPT_JSON) json = 1;
-  }
+  int json;
+  int pec = cli_getopt_json_only(argc, argv, usage_text, &json);
+  if (pec >= 0) return pec;
   int nargs = argc - cli_optind;
   if (nargs < 1 || nargs > 2) return cli_usage_error("expected STORE [TYPE/ID]");
   ckl_group_name one;

@@ -117,19 +117,9 @@ int cli_store_stats(ckl_store *st, cli_stats *s, cli_progress *p) {
 }
 
 int cli_cmd_status(int argc, char **argv) {
-  enum { OPT_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
-                                     {"help", no_argument, NULL, 'h'},
-                                     {0}};
-  int json = 0, c;
-  while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
-    if (c == -2) return CLI_EXIT_USAGE;
-    if (c == 'h') {
-      fputs(usage_text, stdout);
-      return CLI_EXIT_OK;
-    }
-    if (c == OPT_JSON) json = 1;
-  }
+  int json;
+  int pec = cli_getopt_json_only(argc, argv, usage_text, &json);
+  if (pec >= 0) return pec;
   if (argc - cli_optind != 1) return cli_usage_error("expected exactly one STORE");
   ckl_store *st;
   int ec = cli_open_store(argv[cli_optind], &st);

@@ -64,19 +64,9 @@ static void verify_one(ckl_store *st, const ckl_snapshot_name *n, vsum *s, cli_p
 }
 
 int cli_cmd_verify(int argc, char **argv) {
-  enum { OPT_JSON = 1 };
-  static const struct option lo[] = {{"json", no_argument, NULL, OPT_JSON},
-                                     {"help", no_argument, NULL, 'h'},
-                                     {0}};
-  int json = 0, c;
-  while ((c = cli_getopt(argc, argv, "h", lo)) != -1) {
-    if (c == -2) return CLI_EXIT_USAGE;
-    if (c == 'h') {
-      fputs(verify_usage, stdout);
-      return CLI_EXIT_OK;
-    }
-    if (c == OPT_JSON) json = 1;
-  }
+  int json;
+  int pec = cli_getopt_json_only(argc, argv, verify_usage, &json);
+  if (pec >= 0) return pec;
   int nargs = argc - cli_optind;
   if (nargs < 1 || nargs > 2) return cli_usage_error("expected STORE [SNAPSHOT]");
   ckl_snapshot_name one;
