@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,3 +124,41 @@ void *ckl_test_shared_alloc(size_t len) {
 }
 
 void ckl_test_shared_free(void *p, size_t len) { munmap(p, len); }
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_buf[16384];
+
+static void log_capture_cb(ckl_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  pthread_mutex_lock(&log_mu);
+  size_t n = strlen(log_buf);
+  snprintf(log_buf + n, sizeof log_buf - n, "[%s] %s\n", ckl_log_level_name(level), msg);
+  pthread_mutex_unlock(&log_mu);
+}
+
+void ckl_test_log_clear(void) {
+  pthread_mutex_lock(&log_mu);
+  log_buf[0] = '\0';
+  pthread_mutex_unlock(&log_mu);
+}
+
+void ckl_test_log_capture(void) {
+  ckl_test_log_clear();
+  ckl_log_set(log_capture_cb, NULL, CKL_LOG_DEBUG);
+}
+
+int ckl_test_logged(const char *needle) {
+  pthread_mutex_lock(&log_mu);
+  int found = strstr(log_buf, needle) != NULL;
+  pthread_mutex_unlock(&log_mu);
+  return found;
+}
+
+const char *ckl_test_log_text(void) { return log_buf; }
+
+void ckl_test_assert_logged(const char *needle) {
+  if (ckl_test_logged(needle)) return;
+  pthread_mutex_lock(&log_mu);
+  fail_msg("log lacks \"%s\"; log was:\n%s", needle, log_buf);
+  pthread_mutex_unlock(&log_mu); /* not reached */
+}

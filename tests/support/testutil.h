@@ -30,6 +30,17 @@ char *ckl_test_read_file(const char *path, size_t *len);
 /* Count directory entries whose names start with prefix (all when NULL). */
 int ckl_test_count_entries(const char *dir, const char *prefix);
 
+/* Log capture: install a callback (debug level) that appends "[level] msg"
+ * lines to a buffer, thread-safe; clear it; search it. Tests that check
+ * that an error names its file and cause use these. */
+void ckl_test_log_capture(void);
+void ckl_test_log_clear(void);
+int ckl_test_logged(const char *needle);
+/* The captured text (valid until the next log message or clear). */
+const char *ckl_test_log_text(void);
+/* Fail the test (printing the log) unless needle was logged. */
+void ckl_test_assert_logged(const char *needle);
+
 /* Fork a child that runs fn(arg) and _exits with its return value.
  * Returns the pid. */
 pid_t ckl_test_fork(int (*fn)(void *), void *arg);

@@ -26,30 +26,6 @@
 #define SNAP "host/web/2026-11-21T15:07:43Z"
 #define CSUM "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[16384];
-
-static void capture(ckl_log_level level, const char *msg, void *ud) {
-  (void)level;
-  (void)ud;
-  pthread_mutex_lock(&log_mu);
-  size_t used = strlen(log_buf);
-  snprintf(log_buf + used, sizeof log_buf - used, "%s\n", msg);
-  pthread_mutex_unlock(&log_mu);
-}
-
-static void log_clear(void) {
-  pthread_mutex_lock(&log_mu);
-  log_buf[0] = '\0';
-  pthread_mutex_unlock(&log_mu);
-}
-
-static void assert_logged(const char *needle) {
-  pthread_mutex_lock(&log_mu);
-  bool found = strstr(log_buf, needle) != NULL;
-  pthread_mutex_unlock(&log_mu);
-  if (!found) fail_msg("log lacks \"%s\"; log was:\n%s", needle, log_buf);
-}
 
 typedef struct fixture {
   char *dir, *path;
@@ -94,8 +70,8 @@ static int setup(void **state) {
   assert_int_equal(mkdir(f->snapdir, 0755), 0);
   free(web);
   free(host);
-  log_clear();
-  ckl_log_set(capture, NULL, CKL_LOG_DEBUG);
+  ckl_test_log_clear();
+  ckl_test_log_capture();
   return 0;
 }
 
@@ -153,17 +129,17 @@ static void test_write_new_exact_bytes(void **state) {
   assert_string_equal(got, VALID);
   free(got);
   /* Only one first write. */
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_manifest_write_new(f->st, &f->sn, m, 0), -EEXIST);
-  assert_logged("index.json: already exists");
+  ckl_test_assert_logged("index.json: already exists");
 
   /* Compact form, on another snapshot. m names SNAP, not other: refused
    * (before anything else is looked at). */
   ckl_snapshot_name other;
   assert_int_equal(ckl_snapshot_name_parse("host/web/2026-11-22T00:00:00Z", &other), 0);
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), CKL_ECORRUPT);
-  assert_logged("snapshot: names another snapshot");
+  ckl_test_assert_logged("snapshot: names another snapshot");
   json_object_set_new(m, "snapshot", json_string("host/web/2026-11-22T00:00:00Z"));
   assert_int_equal(ckl_manifest_write_new(f->st, &other, m, CKL_MANIFEST_COMPACT), -ENOENT);
   char p[BIG];
@@ -323,12 +299,12 @@ static void test_load_corrupt(void **state) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     write_raw(f, cases[i].text);
-    log_clear();
+    ckl_test_log_clear();
     json_t *m = (json_t *)0x1;
     int rc = ckl_manifest_load(f->st, &f->sn, &m);
-    if (rc != cases[i].rc) fail_msg("case %zu: got %s, log:\n%s", i, ckl_err_name(rc), log_buf);
+    if (rc != cases[i].rc) fail_msg("case %zu: got %s, log:\n%s", i, ckl_err_name(rc), ckl_test_log_text());
     assert_null(m);
-    assert_logged(cases[i].log);
+    ckl_test_assert_logged(cases[i].log);
     /* update_manifest refuses the same file the same way, writing nothing. */
     assert_int_equal(ckl_update_manifest(f->st, &f->sn, set_notes, "x", NULL), cases[i].rc);
     size_t len;
@@ -377,10 +353,10 @@ static void test_update(void **state) {
   ckl_manifest_update_fn bad[] = {touch_files, touch_size, add_top_key, change_created};
   const char *named[] = {"\"files\"", "\"files\"", "\"verify_state\"", "\"created\""};
   for (size_t i = 0; i < 4; i++) {
-    log_clear();
+    ckl_test_log_clear();
     assert_int_equal(ckl_update_manifest(f->st, &f->sn, bad[i], NULL, NULL), CKL_EPROTECTED);
     assert_file_is(f, expect, ino);
-    assert_logged(named[i]);
+    ckl_test_assert_logged(named[i]);
   }
   assert_int_equal(ckl_update_manifest(f->st, &f->sn, drop_unprotected, NULL, NULL), -EINVAL);
   assert_file_is(f, expect, ino);
@@ -434,12 +410,12 @@ static void test_update_timeout(void **state) {
   assert_int_equal(ckl_manifest_lock(f->st, &f->sn, &held, &vo), 0);
   ckl_holder who = {0};
   ckl_manifest_update_opts o = {.timeout_ms = 50, .busy_holder = &who};
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_update_manifest(f->st, &f->sn, set_notes, "late", &o), CKL_ETIMEDOUT);
   assert_int_equal(who.known, 1);
   assert_string_equal(who.operation, "verify");
   assert_int_equal(who.pid, getpid());
-  assert_logged(".manifest.lck: still held by verify");
+  ckl_test_assert_logged(".manifest.lck: still held by verify");
   assert_file_is(f, VALID, ino);
   ckl_path_lock_release(&held);
 
@@ -448,9 +424,9 @@ static void test_update_timeout(void **state) {
   ckl_store_open_opts oo = {.manifest_lock_timeout_ms = 40};
   assert_int_equal(ckl_store_open(f->path, &oo, &st2), 0);
   assert_int_equal(ckl_manifest_lock(f->st, &f->sn, &held, &vo), 0);
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_update_manifest(st2, &f->sn, set_notes, "late", NULL), CKL_ETIMEDOUT);
-  assert_logged("after 40 ms");
+  ckl_test_assert_logged("after 40 ms");
   ckl_path_lock_release(&held);
   assert_int_equal(ckl_update_manifest(st2, &f->sn, set_notes, "in time", NULL), 0);
   ckl_store_close(st2);

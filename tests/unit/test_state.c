@@ -20,31 +20,11 @@
 
 static char *store;
 
-/* ---- log capture ---------------------------------------------------------- */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[16384];
-
-static void log_cb(ckl_log_level level, const char *msg, void *ud) {
-  (void)ud;
-  pthread_mutex_lock(&log_mu);
-  size_t n = strlen(log_buf);
-  snprintf(log_buf + n, sizeof log_buf - n, "[%s] %s\n", ckl_log_level_name(level), msg);
-  pthread_mutex_unlock(&log_mu);
-}
-
-static int logged(const char *needle) {
-  pthread_mutex_lock(&log_mu);
-  int found = strstr(log_buf, needle) != NULL;
-  pthread_mutex_unlock(&log_mu);
-  return found;
-}
 
 static int setup(void **state) {
   (void)state;
   store = ckl_test_mkdtemp("state");
-  log_buf[0] = '\0';
-  ckl_log_set(log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_test_log_capture();
   return 0;
 }
 
@@ -129,7 +109,7 @@ static void test_state_path_errors(void **state) {
   char *elsewhere = ckl_test_mkdtemp("elsewhere");
   assert_int_equal(symlink(elsewhere, sd), 0);
   assert_int_equal(ckl__state_open(store, &x), -ELOOP);
-  assert_true(logged(".state: cannot open the directory"));
+  assert_true(ckl_test_logged(".state: cannot open the directory"));
   assert_int_equal(ckl_test_count_entries(elsewhere, NULL), 0); /* not followed */
   ckl_test_rmtree(elsewhere);
   free(elsewhere);
@@ -146,8 +126,8 @@ static void damage_case(void (*damage)(const char *path), const char *cause) {
   damage(data);
 
   st = open_state();
-  assert_true(logged(".state/data.mdb is damaged or unreadable"));
-  assert_true(logged(cause));
+  assert_true(ckl_test_logged(".state/data.mdb is damaged or unreadable"));
+  assert_true(ckl_test_logged(cause));
   char *aside = spath("data.mdb.damaged"), *laside = spath("lock.mdb.damaged");
   struct stat sb;
   assert_int_equal(stat(aside, &sb), 0);
@@ -205,9 +185,9 @@ static void test_runtime_damage_recovered(void **state) {
   zero_pages_after_meta(data);
   ckl__roster_list l;
   assert_int_equal(ckl__state_list(st, 0, &l, NULL), CKL_ECORRUPT);
-  assert_true(logged("it will be recreated on next use"));
+  assert_true(ckl_test_logged("it will be recreated on next use"));
   assert_int_equal(roster_count(st), 0);
-  assert_true(logged(".state/data.mdb is damaged or unreadable"));
+  assert_true(ckl_test_logged(".state/data.mdb is damaged or unreadable"));
   register_some(st, 2);
   assert_int_equal(roster_count(st), 2);
   ckl__state_close(st);
@@ -223,7 +203,7 @@ static void test_previous_boot_discarded(void **state) {
   char *boot = spath("boot");
   ckl_test_write_file(boot, "11111111-2222-3333-4444-555555555555\n", 37);
   st = open_state();
-  assert_true(logged("is from a previous boot"));
+  assert_true(ckl_test_logged("is from a previous boot"));
   assert_int_equal(roster_count(st), 0);
   char *b = ckl_test_read_file(boot, NULL);
   assert_non_null(strstr(b, ckl__host_identity()->boot_id));
@@ -250,7 +230,7 @@ static void test_replaced_state_loses_leases(void **state) {
   char *sd = ckl_test_path(store, ".state"), *old = ckl_test_path(store, ".state.old");
   assert_int_equal(rename(sd, old), 0);
   assert_int_equal(ckl__state_refresh(a, tok, 1), -ENOENT);
-  assert_true(logged("was replaced: using the new one"));
+  assert_true(ckl_test_logged("was replaced: using the new one"));
   assert_int_equal(ckl__state_deregister(b, tok), -ENOENT);
   assert_int_equal(roster_count(b), 0);
   char tok2[33];
@@ -288,7 +268,7 @@ static void test_map_limit(void **state) {
     rc = ckl__state_register(st, &reg, tok);
   }
   assert_int_equal(rc, -ENOSPC);
-  assert_true(logged("is full at its maximum map size"));
+  assert_true(ckl_test_logged("is full at its maximum map size"));
   assert_int_equal(ckl__state_map_size(st), 128 << 10);
   ckl__state_close(st);
 }

@@ -21,31 +21,11 @@
 
 static char *store;
 
-/* ---- log capture ---------------------------------------------------------- */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[16384];
-
-static void log_cb(ckl_log_level level, const char *msg, void *ud) {
-  (void)ud;
-  pthread_mutex_lock(&log_mu);
-  size_t n = strlen(log_buf);
-  snprintf(log_buf + n, sizeof log_buf - n, "[%s] %s\n", ckl_log_level_name(level), msg);
-  pthread_mutex_unlock(&log_mu);
-}
-
-static int logged(const char *needle) {
-  pthread_mutex_lock(&log_mu);
-  int found = strstr(log_buf, needle) != NULL;
-  pthread_mutex_unlock(&log_mu);
-  return found;
-}
 
 static int setup(void **state) {
   (void)state;
   store = ckl_test_mkdtemp("state");
-  log_buf[0] = '\0';
-  ckl_log_set(log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_test_log_capture();
   return 0;
 }
 
@@ -137,7 +117,7 @@ static void test_gc_begin_basics(void **state) {
   assert_int_equal(bi.phase1_start_ns, 12345);
   assert_int_equal(bi.writers, 1);
   assert_int_equal(bi.oldest_writer_start_ns, wstart);
-  assert_true(logged("never finished: taking over its state"));
+  assert_true(ckl_test_logged("never finished: taking over its state"));
   assert_int_equal(ckl__state_gc_end(st, GC1), CKL_ELOCKLOST);
   assert_int_equal(ckl__state_gc_end(st, GC2), 0);
   ckl__state_close(st);
@@ -367,7 +347,7 @@ static void test_gc_abort_clears(void **state) {
   assert_int_equal(ckl__state_gc_info(st, &gi), 0);
   assert_int_equal(gi.active, 0);
   assert_int_equal(gi.removed, 0);
-  assert_true(logged("abandoned"));
+  assert_true(ckl_test_logged("abandoned"));
   make_snapshot("vm/1/B");
   struct mover mb = {.snap = "vm/1/B", .trash = ".trash/B"};
   assert_int_equal(ckl__state_forget_txn(st, "vm/1/B", ".trash/B", move_fn, &mb), 0);

@@ -21,32 +21,6 @@
 
 #include "datastore/store_internal.h"
 
-/* ---- log capture ---------------------------------------------------------- */
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[16384];
-
-static void capture(ckl_log_level level, const char *msg, void *ud) {
-  (void)level;
-  (void)ud;
-  pthread_mutex_lock(&log_mu);
-  size_t used = strlen(log_buf);
-  snprintf(log_buf + used, sizeof log_buf - used, "%s\n", msg);
-  pthread_mutex_unlock(&log_mu);
-}
-
-static void log_clear(void) {
-  pthread_mutex_lock(&log_mu);
-  log_buf[0] = '\0';
-  pthread_mutex_unlock(&log_mu);
-}
-
-static void assert_logged(const char *needle) {
-  pthread_mutex_lock(&log_mu);
-  bool found = strstr(log_buf, needle) != NULL;
-  pthread_mutex_unlock(&log_mu);
-  if (!found) fail_msg("log lacks \"%s\"; log was:\n%s", needle, log_buf);
-}
-
 typedef struct fixture {
   char *dir;   /* temp dir, fresh per test */
   char *store; /* dir/store, does not exist yet */
@@ -77,8 +51,8 @@ static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   f->dir = ckl_test_mkdtemp("store");
   f->store = ckl_test_path(f->dir, "store");
-  log_clear();
-  ckl_log_set(capture, NULL, CKL_LOG_DEBUG);
+  ckl_test_log_clear();
+  ckl_test_log_capture();
   *state = f;
   return 0;
 }
@@ -231,9 +205,9 @@ static void test_create_errors(void **state) {
 
   /* A store (an existing empty directory is accepted: the
    * crash suite creates in one). */
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_store_create(base, NULL), -EEXIST);
-  assert_logged("already a store");
+  ckl_test_assert_logged("already a store");
   assert_int_equal(ckl_test_count_entries(base, ".creating"), 0);
   assert_int_equal(ckl_test_count_entries(base, NULL), 6);
 }
@@ -246,15 +220,15 @@ static void test_open_errors(void **state) {
 
   char *file = ckl_test_path(f->dir, "file");
   ckl_test_write_file(file, "x", 1);
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_store_open(file, NULL, &st), CKL_ENOTSTORE);
-  assert_logged("not a directory");
+  ckl_test_assert_logged("not a directory");
   free(file);
 
   assert_int_equal(mkdir(f->store, 0755), 0);
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_ENOTSTORE);
-  assert_logged("no chunklock.json");
+  ckl_test_assert_logged("no chunklock.json");
 
   /* chunklock.json that is a directory: not a regular file. */
   char *cfg = ckl_test_path(f->store, CKL_STORE_CONFIG_NAME);
@@ -279,7 +253,7 @@ static int open_with_config(const char *text) {
   char *cfg = ckl_test_path(base, CKL_STORE_CONFIG_NAME);
   ckl_test_write_file(cfg, text, strlen(text));
   free(cfg);
-  log_clear();
+  ckl_test_log_clear();
   ckl_store *st = NULL;
   int rc = ckl_store_open(base, NULL, &st);
   if (rc == 0) ckl_store_close(st);
@@ -312,7 +286,7 @@ static void test_config_errors(void **state) {
                                        "\"margin_s\": \"5\"},\n"
                                        CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:5:47: gc.margin_s: expected an integer");
+  ckl_test_assert_logged("chunklock.json:5:47: gc.margin_s: expected an integer");
 
   /* Out of range, positioned too. */
   assert_int_equal(open_with_config("{\n  \"chunk\": {\"average_size\": 8388608, "
@@ -321,42 +295,42 @@ static void test_config_errors(void **state) {
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:2:29: chunk.average_size: 8388608 is out of range");
+  ckl_test_assert_logged("chunklock.json:2:29: chunk.average_size: 8388608 is out of range");
   assert_int_equal(open_with_config("{\n  \"chunk\": {\"average_size\": 1048575, "
                                        "\"compress_level\": 3},\n" CFG_CREATED
                                        "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:2:29: chunk.average_size: 1048575 is not a power of two");
+  ckl_test_assert_logged("chunklock.json:2:29: chunk.average_size: 1048575 is not a power of two");
 
   /* Malformed JSON: jansson's own position. */
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:5:");
+  ckl_test_assert_logged("chunklock.json:5:");
 
   /* Duplicate key. */
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        "  \"format\": 1,\n" CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:6:");
-  assert_logged("duplicate");
+  ckl_test_assert_logged("chunklock.json:6:");
+  ckl_test_assert_logged("duplicate");
 
   /* Unknown key (a typo must not be ignored). */
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        "  \"synk\": \"none\",\n" CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:6:11: synk: unknown key");
+  ckl_test_assert_logged("chunklock.json:6:11: synk: unknown key");
 
   /* Missing key: reported at its object. */
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300},\n" CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:5:9: gc: missing key \"margin_s\"");
+  ckl_test_assert_logged("chunklock.json:5:9: gc: missing key \"margin_s\"");
 
   /* Bad values of the right type. */
   assert_int_equal(open_with_config(CFG_HEAD "  \"created\": \"2026-02-30T00:00:00Z\",\n"
@@ -364,36 +338,36 @@ static void test_config_errors(void **state) {
                                                 "  \"gc\": {\"atime_safety_s\": 87300, "
                                                 "\"margin_s\": 5},\n" CFG_TAIL),
                    CKL_ECORRUPT);
-  assert_logged("chunklock.json:3:14: created:");
+  ckl_test_assert_logged("chunklock.json:3:14: created:");
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        "  \"locks_dir\": \"relative\",\n  \"sync\": \"none\",\n"
                                        "  \"uuid\": \"0123456789abcdef0123456789abcdef\"\n}\n"),
                    CKL_ECORRUPT);
-  assert_logged("locks_dir: expected null or an absolute path");
+  ckl_test_assert_logged("locks_dir: expected null or an absolute path");
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        "  \"locks_dir\": null,\n  \"sync\": \"sometimes\",\n"
                                        "  \"uuid\": \"0123456789abcdef0123456789abcdef\"\n}\n"),
                    CKL_ECORRUPT);
-  assert_logged("sync: expected");
+  ckl_test_assert_logged("sync: expected");
   assert_int_equal(open_with_config(CFG_HEAD CFG_CREATED "  \"format\": 1,\n"
                                        "  \"gc\": {\"atime_safety_s\": 87300, \"margin_s\": 5},\n"
                                        "  \"locks_dir\": null,\n  \"sync\": \"none\",\n"
                                        "  \"uuid\": \"0123456789ABCDEF0123456789abcdef\"\n}\n"),
                    CKL_ECORRUPT);
-  assert_logged("uuid: expected 32 lowercase hex digits");
+  ckl_test_assert_logged("uuid: expected 32 lowercase hex digits");
 
   /* Not an object at all; a real where an integer belongs. */
   assert_int_equal(open_with_config("[1, 2]\n"), CKL_ECORRUPT);
   assert_int_equal(open_with_config("{\"format\": 1.0}\n"), CKL_ECORRUPT);
-  assert_logged("chunklock.json:1:12: format: expected an integer");
+  ckl_test_assert_logged("chunklock.json:1:12: format: expected an integer");
   assert_int_equal(open_with_config("{\"format\": 0}\n"), CKL_ECORRUPT);
   assert_int_equal(open_with_config(""), CKL_ECORRUPT);
 
   /* A newer format: refused as a version, whatever the rest looks like. */
   assert_int_equal(open_with_config("{\"format\": 2, \"whatever\": [1]}\n"), CKL_EVERSION);
-  assert_logged("format 2 is newer");
+  ckl_test_assert_logged("format 2 is newer");
 
   ckl_test_write_file(cfg, saved, saved_len);
   assert_int_equal(open_with_config(saved), 0);
@@ -459,9 +433,9 @@ static void test_half_created(void **state) {
   char *marker = ckl_test_path(base, CKL_STORE_CREATING_NAME);
   ckl_test_write_file(marker, "", 0);
   ckl_store *st;
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_store_open(base, NULL, &st), CKL_EHALFCREATED);
-  assert_logged("/store/.creating: the store's creation was interrupted");
+  ckl_test_assert_logged("/store/.creating: the store's creation was interrupted");
 
   /* Finishing writes a new configuration (new uuid, every option as
    * given) and removes the marker. */
@@ -490,9 +464,9 @@ static void test_create_busy(void **state) {
   ckl_path_lock lk = {0};
   ckl_lock_opts lo = {.operation = "create"};
   assert_int_equal(ckl_path_lock_acquire(&lk, marker, CKL_LOCK_EXCLUSIVE, &lo), 0);
-  log_clear();
+  ckl_test_log_clear();
   assert_int_equal(ckl_store_create(f->store, NULL), CKL_EBUSY);
-  assert_logged("another create is running (create (pid");
+  ckl_test_assert_logged("another create is running (create (pid");
   ckl_store *st;
   assert_int_equal(ckl_store_open(f->store, NULL, &st), CKL_EHALFCREATED);
   assert_int_equal(ckl_test_count_entries(f->store, NULL), 1);
