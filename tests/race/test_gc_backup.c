@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +160,71 @@ static void test_backup_runs_through_gc(void **state) {
   gcfx_close(&f);
 }
 
+/* locking.md cells 14 and 18: verify and a reader run while a GC marks and
+ * while it sweeps, forced at gc.mark.after_list and gc.sweep.before_rename
+ * (the sweep paused on a garbage chunk). Both see a complete snapshot and
+ * the GC removes only the garbage. */
+typedef struct gc_bg {
+  ckl_store *st;
+  ckl_gc_result r;
+  int rc;
+} gc_bg;
+
+static void *gc_bg_main(void *arg) {
+  gc_bg *g = arg;
+  ckl_gc_opts o = {.use_safety = 1, .atime_safety_s = 0, .threads = 1};
+  g->rc = ckl_gc_run(g->st, &o, &g->r);
+  return NULL;
+}
+
+static void verify_and_read(ckl_store *st, const ckl_snapshot_name *n) {
+  assert_int_equal(ckl_verify(st, n, NULL, NULL), 0);
+  expect_archive(st, n, "one.didx", 0, 8);
+}
+
+static void test_verify_and_read_during_gc(void **state) {
+  (void)state;
+  gcfx f = {0};
+  gcfx_open(&f);
+  ckl_group_name g;
+  assert_int_equal(ckl_group_name_parse("host/v", &g), 0);
+  ckl_backup_opts o = {.time_s = 1700000000};
+  ckl_backup *b;
+  assert_int_equal(ckl_backup_begin(f.st, &g, &o, &b), 0);
+  ckl_snapshot_name name = *ckl_backup_snapshot(b);
+  write_archive(b, "one.didx", 0, 8);
+  assert_int_equal(ckl_backup_finish(b), 0);
+  uint8_t buf[CHUNK];
+  fill(buf, sizeof buf, 900);
+  ckl_digest junk;
+  ckl_digest_compute(buf, sizeof buf, &junk);
+  assert_true(ckl_chunk_insert(f.st->chunks, &junk, buf, sizeof buf, NULL) >= 0);
+  gcfx_age_chunks(&f, 3600);
+
+  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "1*pause"), 0);
+  assert_int_equal(ckl_failpoint_arm("gc.sweep.before_rename", "1*pause"), 0);
+  gc_bg bg = {.st = f.st};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_bg_main, &bg), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 20000), 0);
+  verify_and_read(f.st, &name); /* during the mark */
+  ckl_failpoint_release("gc.mark.after_list");
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.before_rename", 1, 20000), 0);
+  verify_and_read(f.st, &name); /* during the sweep, paused on the junk chunk */
+  ckl_failpoint_release("gc.sweep.before_rename");
+  pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(bg.rc, 0);
+  assert_int_equal(bg.r.removed_chunks, 1);
+  struct stat sb;
+  assert_int_equal(ckl_chunk_stat(f.st->chunks, &junk, &sb), -ENOENT);
+  verify_and_read(f.st, &name);
+  assert_int_equal(ckl_fsck(f.st, NULL, NULL, NULL, NULL), 0);
+  gcfx_close(&f);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_backup_runs_through_gc)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_backup_runs_through_gc),
+                                     cmocka_unit_test(test_verify_and_read_during_gc)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
