@@ -26,13 +26,13 @@ typedef struct bj_stats {
   int runs;
 } bj_stats;
 
-static int bj_cmp_double(const void *a, const void *b) {
+static inline int bj_cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
 }
 
 /* Median (mean of the middle two for an even count), min and max of v[0..n). */
-static bj_stats bj_stats_of(const double *v, int n) {
+static inline bj_stats bj_stats_of(const double *v, int n) {
   bj_stats s = {0, 0, 0, n};
   if (n <= 0) return s;
   double *c = malloc(sizeof *c * (size_t)n);
@@ -46,7 +46,7 @@ static bj_stats bj_stats_of(const double *v, int n) {
   return s;
 }
 
-static double bj_now(void) {
+static inline double bj_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -68,14 +68,14 @@ typedef struct bj_rec {
 } bj_rec;
 
 /* A record with nothing optional set. */
-static bj_rec bj_rec_init(int figure, const char *name, const char *unit, bj_stats s) {
+static inline bj_rec bj_rec_init(int figure, const char *name, const char *unit, bj_stats s) {
   bj_rec r = {.figure = figure, .name = name, .unit = unit, .s = s, .floor = NAN,
               .ratio = NAN, .target = NAN, .cmp = NULL, .peer = false, .note = NULL,
               .x = NAN, .series = NULL};
   return r;
 }
 
-static void bj_str(FILE *f, const char *s) {
+static inline void bj_str(FILE *f, const char *s) {
   fputc('"', f);
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
@@ -86,7 +86,7 @@ static void bj_str(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-static void bj_num(FILE *f, double v) {
+static inline void bj_num(FILE *f, double v) {
   if (isnan(v) || isinf(v)) fputs("null", f);
   else fprintf(f, "%.6g", v);
 }
@@ -97,7 +97,7 @@ typedef struct bj_file {
   int n;
 } bj_file;
 
-static int bj_open(bj_file *j, const char *path) {
+static inline int bj_open(bj_file *j, const char *path) {
   j->n = 0;
   j->f = NULL;
   if (!path) return 0;
@@ -108,14 +108,14 @@ static int bj_open(bj_file *j, const char *path) {
 }
 
 /* Whether the record meets its target: -1 none, 0 no, 1 yes. */
-static int bj_met(const bj_rec *r) {
+static inline int bj_met(const bj_rec *r) {
   if (isnan(r->target) || !r->cmp) return -1;
   double v = !isnan(r->ratio) ? r->ratio : r->s.median;
   if (isnan(v)) return 0;
   return strcmp(r->cmp, "<=") == 0 ? v <= r->target : v >= r->target;
 }
 
-static void bj_write(bj_file *j, bj_rec r) {
+static inline void bj_write(bj_file *j, bj_rec r) {
   if (isnan(r.ratio) && !isnan(r.floor) && r.floor != 0) r.ratio = r.s.median / r.floor;
   int met = bj_met(&r);
   /* Also on stdout, so a run shows its numbers as it goes. */
@@ -162,7 +162,7 @@ static void bj_write(bj_file *j, bj_rec r) {
   fputs("}", f);
 }
 
-static int bj_close(bj_file *j) {
+static inline int bj_close(bj_file *j) {
   if (!j->f) return 0;
   fputs("\n]\n", j->f);
   int rc = fclose(j->f);
