@@ -163,8 +163,8 @@ def plot(fig, recs, path):
         if max(vals) / max(min(vals), 1e-12) > 50:
             ax.set_xscale("log")
         ax.axvline(1.0, color="grey", ls=":", lw=1)
-        ax.set_xlabel("ratio: chunklock / floor (solid), chunklock / peer (hatched); "
-                      "black tick = target; green met, red missed")
+        ax.set_xlabel("chunklock/floor (solid), chunklock/peer (hatched); | target; "
+                      "green met, red missed", fontsize=8)
     else:
         rs = [r for r in recs if "x" not in r]
         y = range(len(rs))
