@@ -1,6 +1,9 @@
 # Thin wrapper around CMake so the README quick start is two commands.
 #   make demo   - install deps, build, run `chunklock demo` on a temporary store
 #   make test   - install deps, build, run the whole test suite (ctest)
+#   make bench    - every figure of docs/benchmarks.md (bench/run): results in
+#                 bench/results/<date>.json, tables and plots regenerated;
+#                 BENCH_QUICK=1 for a pipeline check, BENCH_DIR=/disk/dir
 #   make bench-gc - GC against the floor (docs/benchmarks.md); BENCH_DIR must be
 #                 on a real disk filesystem, not tmpfs
 #   make fuzz SECONDS=N  - libFuzzer targets, N s each (docs/fuzzing.md)
@@ -11,7 +14,7 @@ CMAKE_FLAGS ?=
 SECONDS ?= 60
 FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps configure build demo test bench-gc asan tsan fuzz model model-mutants install clean
+.PHONY: all deps configure build demo test bench bench-gc asan tsan fuzz model model-mutants install clean
 
 all: build
 
@@ -34,6 +37,10 @@ demo: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# bench/run reads BENCH_QUICK, BENCH_DIR and BENCH_BUILD from the environment.
+bench:
+	bench/run
 
 BENCH_DIR ?= /var/tmp/ckl-bench
 BENCH_SIZES ?= 100k,1M

@@ -367,10 +367,16 @@ int ckl_path_lock_release(ckl_path_lock *lk) {
   if (lk->owner_pid == getpid()) {
     /* Clear our record while still holding, so it can never be mistaken
      * for a later holder's; then unlock explicitly, which also releases a
-     * lock a fork child still references through its copy of the fd. */
-    if (lk->mode == CKL_LOCK_EXCLUSIVE && ftruncate(lk->fd, 0) != 0)
-      ckl__log_debug("lock file %s: clearing holder record: %s", lk->path, strerror(errno));
-    int rc = ckl__ofd_setlk(lk->fd, F_UNLCK, 0, 0, 0);
+     * lock a fork child still references through its copy of the fd.
+     * Cleared by overwriting it with zeros, not by ftruncate(0): on ext4
+     * (auto_da_alloc) a file truncated to 0 and written again is flushed
+     * to disk on close, so truncating made every exclusive acquire+release
+     * cycle a disk write, ~1 ms on a virtual disk (docs/benchmarks.md,
+     * figure 2). An all-zero record is no record (bad magic). */
+    int rc = 0;
+    if (lk->mode == CKL_LOCK_EXCLUSIVE && (rc = ckl__holder_record_clear(lk->fd, 0)) < 0)
+      ckl__log_debug("lock file %s: clearing holder record: %s", lk->path, strerror(-rc));
+    rc = ckl__ofd_setlk(lk->fd, F_UNLCK, 0, 0, 0);
     if (rc < 0) ckl__log_warn("lock file %s: unlock: %s (close releases it)", lk->path,
                               strerror(-rc));
   }
@@ -426,9 +432,10 @@ int ckl_path_lock_convert(ckl_path_lock *lk, ckl_lock_mode mode, int64_t timeout
   if (mode == CKL_LOCK_SHARED) {
     /* Downgrading never waits: we are the only holder. Clear the record
      * first: a shared holder is named by the roster, not the file. */
-    if (ftruncate(lk->fd, 0) != 0)
-      ckl__log_debug("lock file %s: clearing holder record: %s", lk->path, strerror(errno));
-    int rc = ckl__ofd_setlk(lk->fd, F_RDLCK, 0, 0, 0);
+    int rc = ckl__holder_record_clear(lk->fd, 0); /* zeros: see release */
+    if (rc < 0)
+      ckl__log_debug("lock file %s: clearing holder record: %s", lk->path, strerror(-rc));
+    rc = ckl__ofd_setlk(lk->fd, F_RDLCK, 0, 0, 0);
     if (rc < 0) {
       ckl__log_error("lock file %s: downgrade: %s", lk->path, strerror(-rc));
       return rc;

@@ -104,8 +104,16 @@ static void test_exclusive_names_holder(void **state) {
 
   assert_int_equal(ckl_path_lock_release(&lk), 0);
   assert_int_equal(lk.held, 0);
-  assert_int_equal(lstat(f->path, &st), 0); /* the file stays, its record goes */
-  assert_int_equal(st.st_size, 0);
+  assert_int_equal(lstat(f->path, &st), 0); /* the file stays, its record is zeroed */
+  assert_int_equal(st.st_size, CKL__HOLDER_REC_SIZE);
+  {
+    unsigned char rec[CKL__HOLDER_REC_SIZE], zeros[CKL__HOLDER_REC_SIZE] = {0};
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, rec, sizeof rec, 0), (ssize_t)sizeof rec);
+    close(fd);
+    assert_memory_equal(rec, zeros, sizeof rec);
+  }
   assert_int_equal(try_lock(f->path, CKL_LOCK_EXCLUSIVE, CKL_TRY, NULL), 0);
 }
 
