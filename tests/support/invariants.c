@@ -314,18 +314,22 @@ static int scan_temps(leftovers *l, const char *dir, int depth) {
   return rc;
 }
 
-static int scan_chunks(leftovers *l, int64_t since_s) {
+static int scan_chunks(leftovers *l, const ckl_inv_opts *o) {
+  static const ckl_inv_opts all = {0};
+  if (!o) o = &all;
   int cfd = open(l->c->st->chunks_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cfd < 0)
     return whyf(l->c->why, l->c->whylen, CKL_INV_ESTORE, "%s: %s", l->c->st->chunks_path,
                 strerror(errno));
   int rc = 0;
-  for (unsigned i = 0; rc == 0 && i < 0x10000; i++) {
+  size_t ndirs = o->nchunk_prefixes ? o->nchunk_prefixes : 0x10000;
+  for (size_t i = 0; rc == 0 && i < ndirs; i++) {
     char pre[8];
-    snprintf(pre, sizeof pre, "%04x", i);
+    snprintf(pre, sizeof pre, "%04x", o->nchunk_prefixes ? o->chunk_prefixes[i] : (unsigned)i);
     struct stat sb;
-    if (since_s > 0 && (fstatat(cfd, pre, &sb, 0) != 0 || sb.st_mtim.tv_sec < since_s - 1))
-      continue; /* one second of slack for coarse timestamps */
+    if (!o->nchunk_prefixes && o->chunk_scan_since_s > 0 &&
+        (fstatat(cfd, pre, &sb, 0) != 0 || sb.st_mtim.tv_sec < o->chunk_scan_since_s - 1))
+      continue;
     int fd = openat(cfd, pre, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
@@ -402,7 +406,7 @@ static int scan_trash(leftovers *l) {
   return rc;
 }
 
-static int leftovers_run(checker *c, const char *snapshot, int64_t since_s) {
+static int leftovers_run(checker *c, const char *snapshot, const ckl_inv_opts *o) {
   ckl_store *st = c->st;
   if (snapshot) {
     ckl_snapshot_name n;
@@ -428,7 +432,7 @@ static int leftovers_run(checker *c, const char *snapshot, int64_t since_s) {
   int rc = scan_half_created(&l);
   if (rc == 0) rc = scan_temps(&l, st->path, 0);
   if (rc == 0) rc = scan_trash(&l);
-  if (rc == 0) rc = scan_chunks(&l, since_s);
+  if (rc == 0) rc = scan_chunks(&l, o);
   return rc;
 }
 
@@ -458,17 +462,17 @@ int ckl_inv_check(const char *store_path, const ckl_inv_opts *o, char *why, size
   rc = check_referenced(&c, o);
   if (rc == 0) rc = check_counters(&c, o);
   if (rc == 0 && o && o->quiescent) rc = check_quiescent(&c, o);
-  if (rc == 0 && o && o->quiescent) rc = leftovers_run(&c, NULL, o->chunk_scan_since_s);
+  if (rc == 0 && o && o->quiescent) rc = leftovers_run(&c, NULL, o);
   checker_close(&c);
   return rc;
 }
 
-int ckl_inv_no_leftovers(const char *store_path, const char *snapshot, int64_t chunk_scan_since_s,
+int ckl_inv_no_leftovers(const char *store_path, const char *snapshot, const ckl_inv_opts *o,
                          char *why, size_t whylen) {
   checker c;
   int rc = checker_open(&c, store_path, why, whylen);
   if (rc < 0) return rc;
-  rc = leftovers_run(&c, snapshot, chunk_scan_since_s);
+  rc = leftovers_run(&c, snapshot, o);
   checker_close(&c);
   return rc;
 }

@@ -96,9 +96,15 @@ typedef struct ckl_inv_opts {
    * a test's own long-lived holder); every other live record fails. */
   const int64_t *pids;
   size_t npids;
-  /* (d): scan only the .chunks prefix directories whose mtime is at or
-   * after this wall-clock second (an entry created, renamed or removed
-   * in a directory moves its mtime); 0 scans all 65,536. */
+  /* (d): which .chunks prefix directories to scan for temp and sweep
+   * names. With nchunk_prefixes > 0, only those (a test that knows every
+   * digest it writes: the prefix is the digest's first two bytes);
+   * else, with chunk_scan_since_s > 0, those whose mtime is at or after
+   * that wall-clock second (creating, renaming or removing an entry moves
+   * a directory's mtime; one second of slack covers coarse timestamps);
+   * else all 65,536. */
+  const uint16_t *chunk_prefixes;
+  size_t nchunk_prefixes;
   int64_t chunk_scan_since_s;
 } ckl_inv_opts;
 
@@ -117,10 +123,11 @@ int ckl_inv_check(const char *store_path, const ckl_inv_opts *o, char *why, size
  * half-created snapshot nobody holds, no atomic temp file or directory
  * whose writer's lock is gone, no chunk temp file while no writer is
  * registered, no ".gc-" name while the GC lock is free, and no .trash
- * entry while no GC is marking. chunk_scan_since_s as in ckl_inv_opts.
+ * entry while no GC is marking. o (optional) restricts the scan of
+ * .chunks as in ckl_inv_opts; its other fields are ignored.
  * 0, CKL_INV_ELEFTOVER (why names the path), CKL_INV_ESTORE.
  */
-int ckl_inv_no_leftovers(const char *store_path, const char *snapshot, int64_t chunk_scan_since_s,
+int ckl_inv_no_leftovers(const char *store_path, const char *snapshot, const ckl_inv_opts *o,
                          char *why, size_t whylen);
 
 #endif

@@ -56,7 +56,7 @@ static ckl_digest first_chunk(ops_store *s) {
 static void test_clean_store_passes(void **state) {
   ops_store *s = *state;
   expect_clean(s);
-  assert_int_equal(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:13:20Z", 0, why, sizeof why), 0);
+  assert_int_equal(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:13:20Z", NULL, why, sizeof why), 0);
   assert_int_equal(ckl_inv_check("/nonexistent/store", NULL, why, sizeof why), CKL_INV_ESTORE);
 }
 
@@ -208,15 +208,15 @@ static void test_leftovers(void **state) {
   char *half = ckl_test_path(s->path, "host/a/2023-11-14T22:14:20Z");
   assert_int_equal(mkdir(half, 0755), 0);
   EXPECT(ckl_inv_check(s->path, &quiet, why, sizeof why), CKL_INV_ELEFTOVER, half);
-  EXPECT(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:14:20Z", 0, why, sizeof why),
+  EXPECT(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:14:20Z", NULL, why, sizeof why),
          CKL_INV_ELEFTOVER, "half-created");
   /* held by a backup: in flight, unless it is the named loser */
   ckl_snapshot_name hn = ops_snap("host", "a", OPS_T0 + 60);
   ckl_path_lock lk = {0};
   ckl_snap_lock_opts so = {.flags = CKL_SNAP_LOCK_CREATING};
   assert_int_equal(ckl_snapshot_lock(s->st, &hn, CKL_LOCK_EXCLUSIVE, &lk, &so), 0);
-  assert_int_equal(ckl_inv_no_leftovers(s->path, NULL, 0, why, sizeof why), 0);
-  EXPECT(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:14:20Z", 0, why, sizeof why),
+  assert_int_equal(ckl_inv_no_leftovers(s->path, NULL, NULL, why, sizeof why), 0);
+  EXPECT(ckl_inv_no_leftovers(s->path, "host/a/2023-11-14T22:14:20Z", NULL, why, sizeof why),
          CKL_INV_ELEFTOVER, "half-created");
   ckl_path_lock_release(&lk);
   assert_int_equal(rmdir(half), 0);
@@ -226,11 +226,11 @@ static void test_leftovers(void **state) {
   char *dir = ops_snap_dir(s, &snap_a);
   char *tmp = ckl_test_path(dir, ".index.json.tmp-0123456789abcdef");
   ckl_test_write_file(tmp, "x", 1);
-  EXPECT(ckl_inv_no_leftovers(s->path, NULL, 0, why, sizeof why), CKL_INV_ELEFTOVER, tmp);
+  EXPECT(ckl_inv_no_leftovers(s->path, NULL, NULL, why, sizeof why), CKL_INV_ELEFTOVER, tmp);
   int fd = open(tmp, O_RDWR | O_CLOEXEC);
   struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
   assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
-  assert_int_equal(ckl_inv_no_leftovers(s->path, NULL, 0, why, sizeof why), 0);
+  assert_int_equal(ckl_inv_no_leftovers(s->path, NULL, NULL, why, sizeof why), 0);
   close(fd);
   assert_int_equal(unlink(tmp), 0);
   free(tmp);
@@ -246,6 +246,12 @@ static void test_leftovers(void **state) {
     /* the mtime filter still sees a directory changed just now */
     ckl_inv_opts o = {.quiescent = 1, .chunk_scan_since_s = (int64_t)time(NULL)};
     EXPECT(ckl_inv_check(s->path, &o, why, sizeof why), CKL_INV_ELEFTOVER, strays[i]);
+    /* a prefix list scans those directories only */
+    static const uint16_t pre[] = {0x0000, 0xffff};
+    ckl_inv_opts po = {.quiescent = 1, .chunk_prefixes = pre, .nchunk_prefixes = 2};
+    EXPECT(ckl_inv_check(s->path, &po, why, sizeof why), CKL_INV_ELEFTOVER, strays[i]);
+    po.nchunk_prefixes = 1; /* 0000 only: ffff is not looked at */
+    assert_int_equal(ckl_inv_check(s->path, &po, why, sizeof why), i == 1 ? 0 : CKL_INV_ELEFTOVER);
     assert_int_equal(unlink(p), 0);
     free(p);
   }
