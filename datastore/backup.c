@@ -107,7 +107,8 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
   if (remove_snapshot && b->dir_made) {
     int rc = CKL_FAILPOINT("backup.abort.before_remove");
     if (rc == 0)
-      rc = ckl__forget_held(st, b->state, &b->name, &b->snap_lock, &b->order, "backup abort");
+      rc = ckl__forget_held(st, b->state, &b->name, &b->snap_lock, &b->order, "backup abort",
+                            NULL);
     if (rc < 0)
       ckl__log_error("%s: backup %s: cannot remove the partial snapshot: %s", st->path, b->name_str,
                      ckl_strerror(rc));

@@ -69,7 +69,8 @@ static void fsync_dir_at(ckl_store *st, const char *rel) {
 }
 
 int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *n,
-                     ckl_path_lock *snap_lock, ckl_lock_order *order, const char *why) {
+                     ckl_path_lock *snap_lock, ckl_lock_order *order, const char *why,
+                     ckl_holder *busy) {
   char rel[CKL_SNAP_NAME_MAX + 1], trash_rel[CKL_SNAP_NAME_MAX + 64];
   ckl_path_lock ml = {0};
   int rc = ckl__snapshot_relpath(n, rel, sizeof rel);
@@ -79,7 +80,7 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
     rc = -ENOENT;
     goto release;
   }
-  ckl_snap_lock_opts mo = {.order = order, .operation = "forget"};
+  ckl_snap_lock_opts mo = {.order = order, .operation = "forget", .busy_holder = busy};
   if ((rc = ckl_manifest_lock(st, n, &ml, &mo)) < 0) goto release;
   /* Invariant from here: we hold the snapshot exclusively and its
    * manifest lock; nobody reads, writes, updates or forgets it. */
@@ -161,6 +162,9 @@ int ckl_forget(ckl_store *st, const ckl_snapshot_name *n, const ckl_forget_opts 
     if (opts->busy_holder) *opts->busy_holder = who;
     goto out;
   }
+  /* Deleters share the guard: another forget of the same snapshot may
+   * pass here too; the exclusive snapshot lock below picks one. */
+  if ((rc = CKL_FAILPOINT("forget.after_guard")) < 0) goto out;
   ckl_snap_lock_opts so = {.order = &o, .operation = "forget", .busy_holder = &who};
   rc = ckl_snapshot_lock(st, n, CKL_LOCK_EXCLUSIVE, &lk, &so);
   if (opts->busy_holder) *opts->busy_holder = who;
@@ -175,7 +179,7 @@ int ckl_forget(ckl_store *st, const ckl_snapshot_name *n, const ckl_forget_opts 
     ckl_path_lock_release(&lk);
     goto out;
   }
-  rc = ckl__forget_held(st, state, n, &lk, &o, "forget");
+  rc = ckl__forget_held(st, state, n, &lk, &o, "forget", opts->busy_holder);
   ckl__ops_deregister(state, token);
   if (rc >= 0) (void)ckl__trash_purge_stale(st, state);
 out:
@@ -300,7 +304,7 @@ int ckl__remove_abandoned(ckl_store *st, ckl__state *state, const ckl_group_name
       ckl_path_lock_release(&lk);
       continue;
     }
-    int r = ckl__forget_held(st, state, sn, &lk, order, "abandoned snapshot");
+    int r = ckl__forget_held(st, state, sn, &lk, order, "abandoned snapshot", NULL);
     char name[CKL_SNAP_NAME_MAX + 1];
     ckl__ops_snap_str(sn, name);
     if (r < 0) {

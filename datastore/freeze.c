@@ -79,6 +79,7 @@
 #include "chunklock/freeze.h"
 #include "chunklock/roster.h"
 #include "common/internal.h"
+#include "datastore/ops_internal.h"
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
 #include "locks/locks_internal.h"
@@ -284,12 +285,17 @@ int ckl_freeze_acquire(ckl_store *st, ckl_freeze_mode mode, ckl_freeze *f,
   ckl__deadline d;
   ckl__deadline_init(&d, o->timeout_ms);
   int rc = 0;
+  /* Keeps the store in the operations' registry while we wait, so that
+   * backups of other processes in our way are named (ops_common.c). */
+  ckl__state *names = NULL;
+  if (r == ROLE_FREEZE_EXCL) (void)ckl__ops_state_open(st, &names);
   if (r == ROLE_FREEZE_EXCL) {
     /* GC lock, then process locker: a strict GC's order, so the two never
      * hold one each while waiting for the other's. */
-    rc = ckl_gclock_acquire(st->lock_path, &f->gc, remaining_ms(&d), o->busy_holder);
+    /* Its holder record names us: a GC refused by it must not report "gc". */
+    rc = ckl__gclock_acquire_as(st->lock_path, &f->gc, remaining_ms(&d), o->busy_holder, op);
     if (rc == 0)
-      rc = ckl_proclock_exclusive(st->proclock, &f->pl, remaining_ms(&d), o->busy_holder);
+      rc = ckl__proclock_exclusive_as(st->proclock, &f->pl, remaining_ms(&d), o->busy_holder, op);
     if (rc < 0) goto fail;
   }
   rc = enter(st, r, remaining_ms(&d), o->busy_holder);
@@ -305,8 +311,15 @@ int ckl_freeze_acquire(ckl_store *st, ckl_freeze_mode mode, ckl_freeze *f,
       (void)ckl__holder_record_write(f->fd, ckl__holder_slot(FREEZE_BYTE), rt, op, f->since_ns);
   }
   roster_add(st, r, op, &f->state_, f->token);
+  ckl__ops_state_close(st, names);
+  /* Held and named: what `with-lock` runs its command under. */
+  if ((rc = CKL_FAILPOINT("freeze.after_acquire")) < 0) {
+    ckl_freeze_release(f);
+    return rc;
+  }
   return 0;
 fail:
+  ckl__ops_state_close(st, names);
   ckl_proclock_release(&f->pl);
   ckl_gclock_release(&f->gc);
   memset(f, 0, sizeof *f);

@@ -12,9 +12,12 @@
  * a path, so this file keeps a registry of the lock roots of the stores
  * that have operations running in this process, each with a state handle
  * of its own. A snapshot lock path "<root>/<type>/<id>/<time>.lck" maps to
- * the roster target "<type>/<id>/<time>". Exclusive holders, paths of
- * other stores, group and manifest locks are left to the lock file's
- * record (the hook says 0).
+ * the roster target "<type>/<id>/<time>". The process locker byte of
+ * STORE/.lock held shared maps to the oldest writer in the roster (the
+ * backups a strict GC or an exclusive freeze is refused by; a backup
+ * registers after its locks, so in that short window it stays unnamed).
+ * Exclusive holders, paths of other stores, group and manifest locks are
+ * left to the lock file's record (the hook says 0).
  *
  * The registry is populated by the operation that meets the busy lock
  * (ckl__ops_state_open runs before any lock is taken), so the lookup
@@ -45,6 +48,7 @@
 typedef struct root_entry {
   struct root_entry *next;
   char *root;
+  char *lock_path; /* STORE/.lock */
   size_t len;
   ckl__state *state;
   int refs;
@@ -74,7 +78,6 @@ static bool target_of(const root_entry *e, const char *path, char out[CKL_SNAP_N
 }
 
 static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder, ckl_holder *out) {
-  (void)start;
   /* An exclusive holder named itself in the lock file, which is exact; a
    * roster lookup could name somebody merely registered for the target
    * (a verify that registers before it tries the lock). */
@@ -84,10 +87,13 @@ static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder,
   pthread_mutex_lock(&reg_mu);
   for (root_entry *e = reg_head; e; e = e->next) {
     char target[CKL_SNAP_NAME_MAX + 1];
-    if (e->pid != me || !target_of(e, lock_path, target)) continue;
+    bool proclock = start == 0 && strcmp(lock_path, e->lock_path) == 0;
+    if (e->pid != me || (!proclock && !target_of(e, lock_path, target))) continue;
     ckl_holder h;
     memset(&h, 0, sizeof h);
-    if (ckl__state_holder_for_target(e->state, target, &h) == 0 && h.known) {
+    int rc = proclock ? ckl__state_holder_writer(e->state, &h)
+                      : ckl__state_holder_for_target(e->state, target, &h);
+    if (rc == 0 && h.known) {
       *out = h;
       found = 1;
     }
@@ -113,7 +119,8 @@ static void reg_add(ckl_store *st) {
   while (e && (e->pid != me || strcmp(e->root, st->locks_root) != 0)) e = e->next;
   if (e) {
     e->refs++;
-  } else if ((e = calloc(1, sizeof *e)) && (e->root = strdup(st->locks_root))) {
+  } else if ((e = calloc(1, sizeof *e)) && (e->root = strdup(st->locks_root)) &&
+             (e->lock_path = strdup(st->lock_path))) {
     e->len = strlen(e->root);
     e->pid = me;
     e->refs = 1;
@@ -123,10 +130,12 @@ static void reg_add(ckl_store *st) {
       reg_head = e;
     } else {
       ckl__log_debug("%s: holders of shared locks will be unnamed: %s", st->path, ckl_strerror(rc));
+      free(e->lock_path);
       free(e->root);
       free(e);
     }
-  } else {
+  } else if (e) {
+    free(e->root);
     free(e);
   }
   pthread_mutex_unlock(&reg_mu);
@@ -148,6 +157,7 @@ static void reg_drop(ckl_store *st) {
   pthread_mutex_unlock(&reg_mu);
   if (dead) {
     ckl__state_close(dead->state);
+    free(dead->lock_path);
     free(dead->root);
     free(dead);
   }

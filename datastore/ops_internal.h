@@ -70,11 +70,13 @@ void ckl__ops_snap_str(const ckl_snapshot_name *n, char buf[CKL_SNAP_NAME_MAX + 
  *
  * Returns 0 (deleted), 1 (left in .trash for the marking GC), -ENOENT
  * (the directory is not there: nothing moved), CKL_ETIMEDOUT (manifest
- * lock), an error of the state transaction (if the move was done but the
- * commit failed, the snapshot is in .trash anyway; logged), any code of a
- * forget.* failpoint, -errno. `why` names the caller in logs. */
+ * lock; *busy, if non-NULL, names its holder when known), an error of the
+ * state transaction (if the move was done but the commit failed, the
+ * snapshot is in .trash anyway; logged), any code of a forget.* failpoint,
+ * -errno. `why` names the caller in logs. */
 int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *n,
-                     ckl_path_lock *snap_lock, ckl_lock_order *order, const char *why);
+                     ckl_path_lock *snap_lock, ckl_lock_order *order, const char *why,
+                     ckl_holder *busy);
 
 /* Delete the entries of .trash that no GC needs: those not in the
  * removed-during-GC set (leftovers of forgets that crashed after the

@@ -157,7 +157,7 @@ static int remove_one(ckl_store *st, ckl__state *state, ckl_lock_order *order, c
     ckl_path_lock_release(&lk);
     return rc;
   }
-  rc = ckl__forget_held(st, state, &it->name, &lk, order, "prune");
+  rc = ckl__forget_held(st, state, &it->name, &lk, order, "prune", NULL);
   if (rc >= 0) {
     ckl__log_info("%s: prune: removed %s (%s)", st->path, name, ckl_prune_reason_name(it->reason));
     rc = 0;
@@ -230,6 +230,7 @@ int ckl_prune(ckl_store *st, const ckl_group_name *g, const ckl_prune_opts *o, c
       goto out;
     }
   }
+  if ((rc = CKL_FAILPOINT("prune.after_guard")) < 0) goto out;
   ckl_snap_lock_opts go = {.order = &order, .operation = "prune", .busy_holder = &who};
   rc = ckl_group_lock(st, g, &glk, &go);
   if (o->busy_holder) *o->busy_holder = who;

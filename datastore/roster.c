@@ -506,8 +506,9 @@ static int holder_txn(ckl__txn *t, void *arg) {
     if (!ckl__token_valid(k.mv_data, k.mv_size) ||
         ckl__roster_decode(v.mv_data, v.mv_size, &rv, NULL) < 0)
       continue; /* cannot name its target; the lock is still reported busy */
-    if (rv.len[S_TARGET] != c->tlen || memcmp(rv.str[S_TARGET], c->target, c->tlen) != 0)
-      continue;
+    if (c->target ? rv.len[S_TARGET] != c->tlen || memcmp(rv.str[S_TARGET], c->target, c->tlen)
+                  : !(rv.flags & CKL_ROSTER_WRITER))
+      continue; /* no target: any writer */
     if (view_stale(&rv, c->now)) continue;
     int excl = (rv.flags & CKL_ROSTER_EXCLUSIVE) != 0;
     /* Best: an exclusive holder (it is the one in the way), then the
@@ -525,6 +526,17 @@ static int holder_txn(ckl__txn *t, void *arg) {
 int ckl__state_holder_for_target(ckl__state *st, const char *target, ckl_holder *out) {
   if (!target || !out) return -EINVAL;
   struct holder_ctx c = {target, strlen(target), ckl__now_realtime_ns(), out, 0};
+  int rc = ckl__state_run(st, 0, holder_txn, &c);
+  if (rc < 0) {
+    out->known = 0;
+    return rc;
+  }
+  return out->known ? 0 : -ENOENT;
+}
+
+int ckl__state_holder_writer(ckl__state *st, ckl_holder *out) {
+  if (!out) return -EINVAL;
+  struct holder_ctx c = {NULL, 0, ckl__now_realtime_ns(), out, 0};
   int rc = ckl__state_run(st, 0, holder_txn, &c);
   if (rc < 0) {
     out->known = 0;

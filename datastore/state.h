@@ -156,6 +156,12 @@ int ckl__state_reap(ckl__state *st, int64_t now_ns);
  */
 int ckl__state_holder_for_target(ckl__state *st, const char *target, ckl_holder *out);
 
+/* Name the oldest live writer record of any process, as
+ * ckl__state_holder_for_target does for a target (read-only): who holds
+ * the process locker shared when an exclusive guard is refused. 0 with
+ * out->known = 1, -ENOENT (no writer registered), or a common error. */
+int ckl__state_holder_writer(ckl__state *st, ckl_holder *out);
+
 /* Start (wall clock ns) of the oldest writer record of any process,
  * reaping on sight: INT64_MAX if none. An unparseable record counts as a
  * writer that started at 0 (never free). 0 or a common error. */

@@ -37,6 +37,7 @@ typedef struct vrun {
   size_t nbad, capbad;
   uint64_t bytes; /* logical bytes checked, for a runtime task's progress */
   ckl_verify_result res;
+  ckl_holder *busy; /* the caller's busy_holder: the manifest lock's holder on timeout */
 } vrun;
 
 static int add_bad(vrun *v, const ckl_digest *d) {
@@ -162,7 +163,7 @@ static int run(vrun *v, const ckl_snapshot_name *n, ckl_lock_order *order) {
   v->res.ok = v->res.bad_chunks == 0 && v->res.bad_files == 0;
   if (v->nbad) qsort(v->bad, v->nbad, sizeof *v->bad, cmp_hex);
   if ((rc = CKL_FAILPOINT("verify.before_finish")) < 0) return rc;
-  ckl_manifest_update_opts uo = {.order = order, .operation = "verify"};
+  ckl_manifest_update_opts uo = {.order = order, .operation = "verify", .busy_holder = v->busy};
   if ((rc = ckl_update_manifest(st, n, set_state, v, &uo)) < 0) {
     ckl__log_error("%s: verify %s: cannot record the result: %s", st->path, v->name,
                    ckl_strerror(rc));
@@ -182,7 +183,7 @@ int ckl_verify(ckl_store *st, const ckl_snapshot_name *n, const ckl_verify_opts 
   if (!st || !ckl__snapshot_name_ok(n)) return -EINVAL;
   char name[CKL_SNAP_NAME_MAX + 1];
   ckl__ops_snap_str(n, name);
-  vrun v = {.st = st, .name = name, .dirfd = -1};
+  vrun v = {.st = st, .name = name, .dirfd = -1, .busy = opts->busy_holder};
   ckl__state *state = NULL;
   int rc = ckl__ops_state_open(st, &state);
   if (rc < 0) return rc;

@@ -24,6 +24,7 @@
 
 #include "chunklock/chunklock.h"
 #include "common/internal.h"
+#include "datastore/ops_internal.h"
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
 #include "datastore/digest_set.h"
@@ -31,6 +32,7 @@
 #include "gc/mark.h"
 #include "gc/sweep.h"
 #include "locks/atomic_file.h"
+#include "locks/locks_internal.h"
 
 #define SEC 1000000000LL
 
@@ -291,10 +293,15 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   if (rc < 0) return rc;
   rc = CKL_FAILPOINT("gc.begin.after_lock");
   if (rc < 0) goto out;
+  /* Opened through the operations' registry before the process locker:
+   * a strict GC refused by backups of other processes names one of them
+   * from the roster (datastore/ops_common.c). */
+  rc = ckl__ops_state_open(st, &g.state);
+  if (rc < 0) goto out;
   if (o->exclusive) {
     /* Strict mode (Proxmox semantics): exclusive between processes; this
      * process's own writers keep their shared guards. */
-    rc = ckl_proclock_exclusive(st->proclock, &excl, o->wait_ms, o->busy_holder);
+    rc = ckl__proclock_exclusive_as(st->proclock, &excl, o->wait_ms, o->busy_holder, "gc");
     if (rc < 0) goto out;
   }
   if (!o->dry_run) {
@@ -306,7 +313,7 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
     rc = ckl_deleter_acquire(st, &del, &fo);
     if (rc < 0) goto out;
   }
-  rc = ckl__state_open(st->path, &g.state);
+  rc = CKL_FAILPOINT("gc.begin.after_guard");
   if (rc < 0) goto out;
   ckl__roster_reg reg = {.operation = "gc", .target = st->lock_path,
                          .flags = CKL_ROSTER_EXCLUSIVE};
@@ -403,7 +410,7 @@ out:
   ckl__digest_set_free(&g.touched);
   if (g.state) {
     if (g.token[0]) ckl__state_deregister(g.state, g.token);
-    ckl__state_close(g.state);
+    ckl__ops_state_close(st, g.state);
   }
   ckl_deleter_release(&del);
   ckl_proclock_release(&excl);

@@ -34,6 +34,7 @@
 #include <sys/types.h>
 
 #include "chunklock/lock.h"
+#include "chunklock/proclock.h"
 #include "common/internal.h"
 
 #define CKL__HOLDER_REC_SIZE 256
@@ -76,6 +77,19 @@ extern _Atomic(ckl__holder_lookup_fn) ckl__holder_lookup;
  * rec_off (< 0: none) when the blocker is exclusive. out->target = path. */
 void ckl__fill_busy_holder(int fd, const char *path, off_t start, off_t len, int want_exclusive,
                            off_t rec_off, ckl_holder *out);
+
+/* ckl_gclock_acquire with the operation its holder record names: the
+ * exclusive freeze holds the GC lock too, and a GC it refuses must not be
+ * told that a GC is running. `operation` <= 31 bytes. */
+int ckl__gclock_acquire_as(const char *path, ckl_gclock *g, int64_t timeout_ms,
+                           ckl_holder *busy_holder, const char *operation);
+
+/* ckl_proclock_exclusive whose holder record (written when this process's
+ * kernel lock becomes exclusive) names `operation` instead of
+ * "proclock-exclusive": a strict GC and the exclusive freeze, so that a
+ * backup they refuse is told who is in the way. <= 31 bytes. */
+int ckl__proclock_exclusive_as(ckl_proclock *pl, ckl_proclock_guard *g, int64_t timeout_ms,
+                               ckl_holder *busy_holder, const char *operation);
 
 /* Open (creating, 0600) a lock file: O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC;
  * when read_only_ok and the file exists but cannot be opened for writing,

@@ -115,7 +115,7 @@ static void settle(ckl_proclock *pl) {
 
 /* One non-blocking attempt to raise the kernel lock to `need`, under
  * reg_mu. 0, -EAGAIN (another process is in the way), CKL_EREPLACED, -errno. */
-static int raise_to(ckl_proclock *pl, int need) {
+static int raise_to(ckl_proclock *pl, int need, const char *op) {
   int from_none = pl->kmode == K_NONE;
   int rc = ckl__ofd_setlk(pl->fd, need == K_WR ? F_WRLCK : F_RDLCK, PL_BYTE, 1, 0);
   if (rc < 0) return rc;
@@ -132,7 +132,7 @@ static int raise_to(ckl_proclock *pl, int need) {
   }
   if (need == K_WR && pl->kmode != K_WR) {
     rc = ckl__holder_record_write(pl->fd, ckl__holder_slot(PL_BYTE), pl->token,
-                                  PL_EXCL_OPERATION, ckl__now_realtime_ns());
+                                  op ? op : PL_EXCL_OPERATION, ckl__now_realtime_ns());
     if (rc < 0) ckl__log_warn("%s: cannot write holder record: %s", pl->path, strerror(-rc));
   }
   pl->kmode = need;
@@ -142,11 +142,11 @@ static int raise_to(ckl_proclock *pl, int need) {
 /* Raise to `need` (K_RD or K_WR), waiting per d, and run `commit` with
  * reg_mu held once the kernel lock covers it. The waiting is done with
  * reg_mu released, so guards of other threads come and go meanwhile. */
-static int wait_and_commit(ckl_proclock *pl, int need, ckl__deadline *d, ckl_holder *busy,
-                           int (*commit)(ckl_proclock *, void *), void *arg) {
+static int wait_and_commit(ckl_proclock *pl, int need, const char *op, ckl__deadline *d,
+                           ckl_holder *busy, int (*commit)(ckl_proclock *, void *), void *arg) {
   pthread_mutex_lock(&reg_mu);
   for (;;) {
-    int rc = pl->kmode >= need ? 0 : raise_to(pl, need);
+    int rc = pl->kmode >= need ? 0 : raise_to(pl, need, op);
     if (rc == 0) {
       rc = commit(pl, arg);
       if (rc < 0) settle(pl);
@@ -288,7 +288,7 @@ static int commit_add(ckl_proclock *pl, void *v) {
 }
 
 static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t timeout_ms,
-                ckl_holder *busy) {
+                ckl_holder *busy, const char *op) {
   if (!pl || !g || g->held || timeout_ms < CKL_FOREVER) return -EINVAL;
   if (pl->pid != getpid()) {
     ckl__log_error("%s: process locker inherited through fork; open it again", pl->path);
@@ -300,7 +300,7 @@ static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t 
   ckl__deadline d;
   ckl__deadline_init(&d, timeout_ms);
   add_arg a = {.exclusive = exclusive};
-  rc = wait_and_commit(pl, exclusive ? K_WR : K_RD, &d, busy, commit_add, &a);
+  rc = wait_and_commit(pl, exclusive ? K_WR : K_RD, op, &d, busy, commit_add, &a);
   if (rc < 0) return rc;
   memset(g, 0, sizeof *g);
   g->held = 1;
@@ -318,12 +318,17 @@ static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t 
 
 int ckl_proclock_shared(ckl_proclock *pl, ckl_proclock_guard *g, int64_t timeout_ms,
                         ckl_holder *busy_holder) {
-  return take(pl, g, 0, timeout_ms, busy_holder);
+  return take(pl, g, 0, timeout_ms, busy_holder, NULL);
 }
 
 int ckl_proclock_exclusive(ckl_proclock *pl, ckl_proclock_guard *g, int64_t timeout_ms,
                            ckl_holder *busy_holder) {
-  return take(pl, g, 1, timeout_ms, busy_holder);
+  return take(pl, g, 1, timeout_ms, busy_holder, NULL);
+}
+
+int ckl__proclock_exclusive_as(ckl_proclock *pl, ckl_proclock_guard *g, int64_t timeout_ms,
+                               ckl_holder *busy_holder, const char *operation) {
+  return take(pl, g, 1, timeout_ms, busy_holder, operation);
 }
 
 int ckl_proclock_release(ckl_proclock_guard *g) {
@@ -372,7 +377,7 @@ int ckl_proclock_upgrade(ckl_proclock_guard *g, int64_t timeout_ms, ckl_holder *
   ckl__deadline_init(&d, timeout_ms);
   /* While we wait the guard stays shared and the kernel keeps our F_RDLCK
    * (a failed F_OFD_SETLK changes nothing), so failure is a clean no-op. */
-  rc = wait_and_commit(g->pl, K_WR, &d, busy_holder, commit_upgrade, &g->id);
+  rc = wait_and_commit(g->pl, K_WR, NULL, &d, busy_holder, commit_upgrade, &g->id);
   if (rc < 0) return rc;
   g->exclusive = 1;
   if ((rc = CKL_FAILPOINT("proclock.after_exclusive")) < 0) {
@@ -436,6 +441,11 @@ void ckl_proclock_counts(ckl_proclock *pl, int *shared, int *exclusive) {
 
 int ckl_gclock_acquire(const char *path, ckl_gclock *g, int64_t timeout_ms,
                        ckl_holder *busy_holder) {
+  return ckl__gclock_acquire_as(path, g, timeout_ms, busy_holder, "gc");
+}
+
+int ckl__gclock_acquire_as(const char *path, ckl_gclock *g, int64_t timeout_ms,
+                           ckl_holder *busy_holder, const char *operation) {
   if (!path || !*path || !g || g->held || timeout_ms < CKL_FOREVER) return -EINVAL;
   char token[CKL_TOKEN_HEX_LEN + 1];
   int rc = ckl__random_token(token);
@@ -451,7 +461,7 @@ int ckl_gclock_acquire(const char *path, ckl_gclock *g, int64_t timeout_ms,
   g->fd = fd;
   g->since_ns = ckl__now_realtime_ns();
   g->owner_pid = getpid();
-  rc = ckl__holder_record_write(fd, ckl__holder_slot(GC_BYTE), token, "gc", g->since_ns);
+  rc = ckl__holder_record_write(fd, ckl__holder_slot(GC_BYTE), token, operation, g->since_ns);
   if (rc < 0) ckl__log_warn("%s: cannot write GC holder record: %s", path, strerror(-rc));
   return 0;
 }

@@ -41,7 +41,8 @@ typedef struct ckl_forget_opts {
  *                  store is frozen (freeze.h) (never waits);
  *                  opts->busy_holder names it (operation, pid)
  *   -ENOENT        no such snapshot
- *   CKL_ETIMEDOUT  the manifest lock stayed held past its deadline
+ *   CKL_ETIMEDOUT  the manifest lock stayed held past its deadline;
+ *                  opts->busy_holder names its holder when known
  *   -EINVAL        bad name
  *   errors of the coordination state; if the move was done but its
  *   transaction failed to commit, the snapshot is in .trash all the same
@@ -155,7 +156,8 @@ typedef struct ckl_verify_result {
  * or, with nothing written:
  *   CKL_EBUSY      being written or forgotten
  *   -ENOENT        no such snapshot, or no manifest
- *   CKL_ETIMEDOUT  the manifest lock stayed held past its deadline
+ *   CKL_ETIMEDOUT  the manifest lock stayed held past its deadline;
+ *                  opts->busy_holder names its holder when known
  *   -EIO and other -errno reading chunks or indexes, errors of
  *   ckl_manifest_load and of the state, failpoint codes (verify.*)
  */

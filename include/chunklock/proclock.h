@@ -125,7 +125,8 @@ typedef struct ckl_gclock {
 /**
  * Take the store's GC lock (byte 1 of `path`). One holder per store across
  * all threads and processes. 0, CKL_EBUSY / CKL_ETIMEDOUT (busy_holder
- * names the running GC from the record it keeps: pid, tid, operation "gc"),
+ * names the holder from the record it keeps: pid, tid, operation "gc", or
+ * the freeze's operation when an exclusive freeze holds it, freeze.h),
  * CKL_EREPLACED (CKL_TRY, the file kept being replaced), -ELOOP, -EISDIR,
  * -EACCES, -EROFS, -ENOENT, -EINVAL (bad arguments, g already held).
  * Released in a fork child, only the child's copy of the fd is closed.
