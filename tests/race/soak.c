@@ -100,7 +100,7 @@ static void reap(int stopping) {
     int code = r < 0 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (code == CKL_FAILPOINT_CRASH_STATUS && soak->crash) {
       atomic_fetch_add(&soak->crashes, 1);
-      soak_reconcile_dead(dead);
+      soak_reconcile_dead(dead, p);
       if (!stopping && !atomic_load(&soak->stop)) {
         lives[p]++;
         atomic_fetch_add(&soak->respawns, 1);

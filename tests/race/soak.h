@@ -93,7 +93,9 @@ typedef struct soak_snap {
   uint8_t state; /* soak_snap_state */
   uint8_t group;
   pid_t writer_pid; /* S_WRITING: the backup's process */
-  pid_t forget_pid; /* a forget of it is running in this process */
+  /* forgets of it running, per worker process (counts, not a pid: two
+   * processes may try at once, and the loser must not erase the winner) */
+  uint8_t forgetting[SOAK_MAX_PROCS];
   int64_t time_s;
   soak_recipe r;
   int64_t ctr_ok;      /* manifest increments that returned 0 */
@@ -102,7 +104,7 @@ typedef struct soak_snap {
 
 typedef struct soak_group {
   atomic_int_fast64_t next_time; /* times handed out: SOAK_T0 + k * step */
-  pid_t prune_pid;               /* a prune of it runs in this process */
+  uint8_t pruning[SOAK_MAX_PROCS]; /* prunes of it running, per process */
 } soak_group;
 
 typedef struct soak_shm {
@@ -209,6 +211,6 @@ int soak_recover(void);
 int soak_check_final(void);
 /* Crash mode: a worker process died; settle the table entries it was
  * changing from what is on disk. */
-void soak_reconcile_dead(pid_t pid);
+void soak_reconcile_dead(pid_t pid, int proc);
 
 #endif

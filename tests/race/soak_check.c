@@ -270,36 +270,33 @@ int soak_check_final(void) {
 }
 
 /* A worker process died (crash mode): settle what it was changing. */
-void soak_reconcile_dead(pid_t pid) {
+void soak_reconcile_dead(pid_t pid, int proc) {
   ckl_store *st;
   if (open_store(&st) != 0) return;
   soak_lock();
   for (int i = 0; i < SOAK_MAX_SNAPS; i++) {
     soak_snap *s = &soak->snaps[i];
     if (s->state == S_FREE) continue;
-    int forgetting = s->forget_pid == pid;
-    if (forgetting) s->forget_pid = 0;
+    int forgetting = s->forgetting[proc] != 0;
+    s->forgetting[proc] = 0;
     /* A live process's backup is its own business even if the dead one
      * tried to forget it (busy) or pruned its group before it began. */
     if (s->state == S_WRITING && s->writer_pid != pid) continue;
-    if (s->state == S_COMPLETE && !forgetting && soak->groups[s->group].prune_pid != pid)
-      continue;
+    if (s->state == S_COMPLETE && !forgetting && !soak->groups[s->group].pruning[proc]) continue;
     ckl_snapshot_name n;
     soak_snap_name(s->group, s->time_s, &n);
     char dir[PATH_MAX], man[PATH_MAX + 16];
     if (ckl_snapshot_path(st, &n, dir, sizeof dir) < 0) abort();
     snprintf(man, sizeof man, "%s/%s", dir, CKL_MANIFEST_NAME);
     struct stat sb;
-    int finished = stat(man, &sb) == 0;
-    if (finished) {
+    if (stat(man, &sb) == 0) {
       s->state = S_COMPLETE; /* died after the manifest: it is a snapshot */
     } else {
       s->state = S_FREE; /* never finished, or forgotten before the death */
       s->gen++;
     }
   }
-  for (int g = 0; g < SOAK_GROUPS; g++)
-    if (soak->groups[g].prune_pid == pid) soak->groups[g].prune_pid = 0;
+  for (int g = 0; g < SOAK_GROUPS; g++) soak->groups[g].pruning[proc] = 0;
   soak_unlock();
   ckl_store_close(st);
 }

@@ -355,7 +355,7 @@ static void op_backup(soak_worker *w) {
     s->time_s = t;
     s->r = p.r;
     s->writer_pid = getpid();
-    s->forget_pid = 0;
+    memset(s->forgetting, 0, sizeof s->forgetting);
     s->ctr_ok = s->ctr_pending = 0;
     s->state = S_WRITING;
   }
@@ -525,14 +525,14 @@ static void op_forget(soak_worker *w) {
   char snap[CKL_SNAP_NAME_MAX + 1];
   fmt_name(&n, snap, sizeof snap);
   soak_lock();
-  if (soak->snaps[slot].gen == gen) soak->snaps[slot].forget_pid = getpid();
+  if (soak->snaps[slot].gen == gen) soak->snaps[slot].forgetting[w->proc]++;
   soak_unlock();
   ckl_holder who = {0};
   ckl_forget_opts o = {.busy_holder = &who};
   int rc = ckl_forget(w->st, &n, &o);
   soak_lock();
   if (soak->snaps[slot].gen == gen) {
-    soak->snaps[slot].forget_pid = 0;
+    soak->snaps[slot].forgetting[w->proc]--;
     if (rc >= 0) {
       soak->snaps[slot].state = S_FREE;
       soak->snaps[slot].gen++;
@@ -558,7 +558,7 @@ static void op_prune(soak_worker *w) {
   if (soak_below(&w->rng, 4) == 0) o.keep_daily = 1 + soak_below(&w->rng, 2);
   o.dry_run = soak_below(&w->rng, 10) == 0;
   soak_lock();
-  soak->groups[g].prune_pid = getpid();
+  soak->groups[g].pruning[w->proc]++;
   soak_unlock();
   ckl_prune_item *items = NULL;
   size_t n = 0;
@@ -574,7 +574,7 @@ static void op_prune(soak_worker *w) {
   }
   free(items);
   soak_lock();
-  soak->groups[g].prune_pid = 0;
+  soak->groups[g].pruning[w->proc]--;
   soak_unlock();
   if (rc == 0) count(OP_PRUNE, o.dry_run ? RES_DRYRUN : RES_OK);
   else if (busy_answer(w, OP_PRUNE, grp, rc, &who)) return;
