@@ -8,13 +8,15 @@
 #                 on a real disk filesystem, not tmpfs
 #   make fuzz SECONDS=N  - libFuzzer targets, N s each (docs/fuzzing.md)
 #   make model / make model-mutants - spin model check (docs/model.md)
+#   make soak SECONDS=N  - randomized soak, release build (docs/hacking.md "Soak");
+#                 SOAK_PROCS, SOAK_THREADS, SOAK_SEED; make soak-crash adds crashes
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 SECONDS ?= 60
 FUZZ_BUILD ?= build-fuzz
 
-.PHONY: all deps configure build demo test bench bench-gc asan tsan fuzz model model-mutants install clean
+.PHONY: all deps configure build demo test bench bench-gc asan tsan fuzz model model-mutants soak soak-crash install clean
 
 all: build
 
@@ -77,6 +79,21 @@ model: deps
 # The model with each safety mechanism removed: every mutant must fail.
 model-mutants: deps
 	tests/model/check.sh --mutants
+
+# Randomized soak on the release build: SECONDS of every operation at once
+# (docs/hacking.md "Soak"). SOAK_SEED reproduces a run's choices.
+SOAK_PROCS ?= 4
+SOAK_THREADS ?= 4
+SOAK_SEED ?=
+SOAK_FLAGS = --seconds $(SECONDS) --procs $(SOAK_PROCS) --threads $(SOAK_THREADS) \
+  $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(if $(SOAK_JSON),--json $(SOAK_JSON))
+soak: build
+	cmake --build $(BUILD) -j $(JOBS) --target soak
+	CKL_TEST_TMPDIR=$${CKL_TEST_TMPDIR:-/dev/shm} $(BUILD)/tests/soak $(SOAK_FLAGS)
+
+soak-crash: build
+	cmake --build $(BUILD) -j $(JOBS) --target soak
+	CKL_TEST_TMPDIR=$${CKL_TEST_TMPDIR:-/dev/shm} $(BUILD)/tests/soak --crash $(SOAK_FLAGS)
 
 install: build
 	cmake --install $(BUILD)

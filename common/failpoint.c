@@ -52,6 +52,11 @@ static pthread_mutex_t fp_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fp_cond = PTHREAD_COND_INITIALIZER;
 static fp_state states[CKL__ARRAY_SIZE(catalog)];
 
+/* The trace hook, read under fp_mutex at each hit and called after it is
+ * released: a pair (fn, arg) is always seen whole. */
+static ckl_failpoint_trace_fn trace_fn;
+static void *trace_arg;
+
 static int env_status;
 static const char *env_detail = "";
 
@@ -200,6 +205,13 @@ void ckl_failpoint_disarm_all(void) {
 
 static int waiting_count[CKL__ARRAY_SIZE(catalog)];
 
+void ckl_failpoint_set_trace(ckl_failpoint_trace_fn fn, void *arg) {
+  pthread_mutex_lock(&fp_mutex);
+  trace_fn = fn;
+  trace_arg = fn ? arg : NULL;
+  pthread_mutex_unlock(&fp_mutex);
+}
+
 int ckl_failpoint_release(const char *name) {
   if (!name) return CKL_EFAILPOINT;
   int i = find(name, strlen(name));
@@ -281,10 +293,19 @@ int ckl__failpoint_hit(const char *name) {
   int64_t arg = st->arg;
   char dir[256];
   memcpy(dir, st->dir, sizeof dir);
+  /* The generation is taken before the trace call drops the mutex, so a
+   * release or re-arm that happens meanwhile still wakes this pause. */
+  uint64_t gen = st->release_gen;
+  ckl_failpoint_trace_fn tfn = trace_fn;
+  void *targ = trace_arg;
+  if (tfn) {
+    pthread_mutex_unlock(&fp_mutex);
+    tfn(catalog[i].name, targ);
+    pthread_mutex_lock(&fp_mutex);
+  }
   int rc = 0;
   switch (act) {
     case FP_PAUSE: {
-      uint64_t gen = st->release_gen;
       waiting_count[i]++;
       while (st->release_gen == gen) pthread_cond_wait(&fp_cond, &fp_mutex);
       waiting_count[i]--;

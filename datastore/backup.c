@@ -161,15 +161,20 @@ static int find_latest(ckl_store *st, const ckl_group_name *g, ckl_snapshot_name
   return 0;
 }
 
-/* Base snapshot: shared lock, and it must be complete. */
-static int lock_base(ckl_backup *b, ckl_holder *who) {
+/* Base snapshot: shared lock, and it must be complete. `latest`: the base
+ * was picked by CKL_BACKUP_BASE_LATEST, so its vanishing is not the
+ * caller's error (begin_steps picks again) and is not logged as one. */
+static int lock_base(ckl_backup *b, ckl_holder *who, bool latest) {
   ckl_store *st = b->st;
   char base_str[CKL_SNAP_NAME_MAX + 1];
   ckl__ops_snap_str(&b->base, base_str);
   ckl_snap_lock_opts so = {.order = &b->order, .busy_holder = who};
   int rc = ckl_snapshot_lock(st, &b->base, CKL_LOCK_SHARED, &b->base_lock, &so);
   if (rc == CKL_EBUSY) log_busy(st, "base snapshot", base_str, who);
-  if (rc == -ENOENT)
+  if (rc == -ENOENT && latest)
+    ckl__log_debug("%s: backup: newest snapshot %s was forgotten before it could be locked as "
+                   "the base: picking again", st->path, base_str);
+  else if (rc == -ENOENT)
     ckl__log_error("%s: backup: base snapshot %s does not exist", st->path, base_str);
   if (rc < 0) return rc;
   if (!ckl__ops_has_manifest(st, &b->base)) {
@@ -223,8 +228,17 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
     return -EEXIST;
   }
 
-  /* 3. base snapshot, shared: it cannot be forgotten under us */
-  if (b->has_base && (rc = lock_base(b, who)) < 0) return rc;
+  /* 3. base snapshot, shared: it cannot be forgotten under us once locked.
+   * Between the listing and the lock it can: a forget takes no group lock.
+   * For an explicit base that is -ENOENT; for "the newest" it means the
+   * newest is now another snapshot (or none), so pick again. The group lock
+   * keeps new snapshots out, so each round sees a strictly shorter list and
+   * the loop ends. */
+  bool latest = !o->base && (o->flags & CKL_BACKUP_BASE_LATEST);
+  while (b->has_base && (rc = lock_base(b, who, latest)) == -ENOENT && latest &&
+         !b->base_lock.held)
+    if ((rc = find_latest(st, g, &b->base, &b->has_base)) < 0) return rc;
+  if (b->has_base && rc < 0) return rc;
 
   /* 4. the new snapshot, exclusive, locked before it exists */
   ckl_snap_lock_opts so = {.order = &b->order,

@@ -28,6 +28,7 @@
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
 #include "datastore/digest_set.h"
+#include "datastore/ops_internal.h"
 #include "gc/gc_internal.h"
 #include "gc/mark.h"
 #include "gc/sweep.h"
@@ -393,6 +394,25 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   /* The removed set has served its purpose (its snapshots are purged). */
   int er = ckl__state_gc_end(g.state, g.token);
   if (er < 0) ckl__log_warn("gc: could not clear the removed-during-GC set: %s", ckl_strerror(er));
+  if (o->dry_run && er == 0) {
+    /* A forget that ran during this mark saw gc_active and left its
+     * snapshot in .trash for us instead of deleting it. A dry run purges
+     * nothing of its own, but must not keep the forget's deletion waiting
+     * for some later forget or GC (the space stays used, fsck reports the
+     * entry). With gc_active now clear, these entries are exactly what
+     * ckl__trash_purge_stale removes; it is a deletion, so only under the
+     * deleter guard: while the store is frozen they wait, as any forget's
+     * would. */
+    ckl_freeze_opts fo = {.timeout_ms = CKL_TRY, .operation = "gc"};
+    if (ckl_deleter_acquire(st, &del, &fo) == 0) {
+      int pr = ckl__trash_purge_stale(st, g.state);
+      if (pr < 0) ckl__log_warn("gc (dry run): purging the trash: %s", ckl_strerror(pr));
+      ckl_deleter_release(&del);
+    } else {
+      ckl__log_info("gc (dry run): the store is frozen: forgotten snapshots stay in %s until "
+                    "the next forget or GC", st->trash_path);
+    }
+  }
   r->end_ns = ckl__now_realtime_ns();
   if (!o->dry_run) {
     rc = CKL_FAILPOINT("gc.status.before_write");

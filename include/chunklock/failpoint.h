@@ -74,6 +74,22 @@ CKL_EXTERN int ckl_failpoint_wait_hits(const char *name, uint64_t n, int64_t tim
  * with a description of the bad part in *detail (static) if non-NULL. */
 CKL_EXTERN int ckl_failpoint_env_status(const char **detail);
 
+/** A trace function (see ckl_failpoint_set_trace). */
+typedef void (*ckl_failpoint_trace_fn)(const char *name, void *arg);
+
+/**
+ * Install a trace function, process-wide (fn NULL removes it): fn is
+ * called on the hitting thread at every hit of an ARMED failpoint, after
+ * the hit is counted and before the action runs, so a thread that sleeps
+ * or pauses at a point has already reported it. Arm points with "count"
+ * to trace them without changing behaviour. `name` is the catalog's
+ * string, the same pointer ckl_failpoint_catalog() returns, so a harness
+ * can map it to an index by address. fn must be thread-safe, must not
+ * block and must not call back into chunklock; no chunklock lock is held
+ * during the call. A hit already in flight may still reach the previous fn.
+ */
+CKL_EXTERN void ckl_failpoint_set_trace(ckl_failpoint_trace_fn fn, void *arg);
+
 /** The catalog: number of known failpoints, and the i-th name and
  * one-line description. Returns NULL past the end. */
 CKL_EXTERN size_t ckl_failpoint_count(void);
