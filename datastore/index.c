@@ -181,8 +181,12 @@ int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
     if (rc != -ENOENT) ckl__log_error("index %s: open: %s", name, strerror(errno));
     return rc;
   }
+  /* Stands for a read that fails (EIO): reported like one. */
   int rc = CKL_FAILPOINT("index.open.after_open");
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    ckl__log_error("index %s: read: %s", name, ckl_strerror(rc));
+    return rc;
+  }
   struct stat st;
   if (fstat(fd, &st) != 0) return -errno;
   const char *why = "";
