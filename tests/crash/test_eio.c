@@ -15,7 +15,7 @@
 
 #define EIO_TEXT "Input/output error"
 
-static const cu_snap A = {"host", "a", 0, {{"root.didx", {1, 2, 3}, 3}, {"disk.fidx", {4}, 1}}, 1 + 1};
+static const cu_snap A = {"host", "a", 0, {{"root.didx", {1, 2, 3}, 3}, {"disk.fidx", {4}, 1}}, 2};
 
 typedef struct eio_fx {
   ops_store o;
@@ -121,12 +121,12 @@ static void test_manifest_fsync(void **state) {
   eio_fx *f = *state;
   ckl_snapshot_name a = cu_name(&A);
   char *dir = ops_snap_dir(&f->o, &a);
-  char *before = ckl_test_read_file(ckl_test_path(dir, "index.json"), NULL);
+  char *p = ckl_test_path(dir, "index.json");
+  char *before = ckl_test_read_file(p, NULL);
   arm("atomic.before_fsync");
   assert_int_equal(ckl_verify(f->o.st, &a, NULL, NULL), -EIO);
   ckl_test_assert_logged("/index.json: fsync ");
   ckl_test_assert_logged(EIO_TEXT);
-  char *p = ckl_test_path(dir, "index.json");
   char *after = ckl_test_read_file(p, NULL);
   assert_string_equal(before, after); /* the old manifest, whole */
   assert_int_equal(ckl_test_count_entries(dir, ".index.json.tmp-"), 0);
