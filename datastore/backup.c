@@ -66,7 +66,7 @@ struct ckl_backup {
   ckl__state *state;
   ckl_snapshot_name name, base;
   char name_str[CKL_SNAP_NAME_MAX + 1];
-  bool has_base, dir_made;
+  bool has_base, dir_made, mlock_made;
   ckl_lock_order order;
   ckl_proclock_guard pg;
   ckl_path_lock group_lock, base_lock, snap_lock;
@@ -113,7 +113,14 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
       ckl__log_error("%s: backup %s: cannot remove the partial snapshot: %s", st->path, b->name_str,
                      ckl_strerror(rc));
   } else if (remove_snapshot && b->snap_lock.held) {
-    /* Locked the new name but never created it: no litter. */
+    /* Locked the new name but never created it: no litter. The manifest
+     * lock file goes first, while the snapshot lock (which alone makes
+     * it ours, see precreate_manifest_lock) is still held. */
+    char path[PATH_MAX];
+    if (b->mlock_made && ckl__store_manifest_lock_path(st, &b->name, path, sizeof path) >= 0 &&
+        unlink(path) != 0 && errno != ENOENT)
+      ckl__log_warn("%s: backup %s: cannot remove %s: %s", st->path, b->name_str, path,
+                    strerror(errno));
     ckl_path_lock_unlink(&b->snap_lock);
   }
   /* Deregister only once the snapshot is published or gone (the writer
@@ -189,6 +196,39 @@ static int lock_base(ckl_backup *b, ckl_holder *who, bool latest) {
   return 0;
 }
 
+/*
+ * Make the new snapshot's manifest lock file exist now, before anything is
+ * written. Removing a partial snapshot goes through the forget path, which
+ * takes the manifest lock; if its file had to be created then, a backup
+ * that failed because the disk is full (the likeliest failure of all)
+ * could not create it either (ENOSPC for the directory entry) and would
+ * leave its partial snapshot behind, and a forget meant to free space
+ * would fail the same way. With the file made here, that path only opens
+ * it. A full disk at this point fails the backup before it made anything.
+ *
+ * Why creating the file without locking it is harmless: nobody else can
+ * hold or wait for this manifest lock, since ckl_manifest_lock requires
+ * the snapshot directory, which does not exist yet and is created by us
+ * under the exclusive snapshot lock we hold; and opening and closing a
+ * file of our own description never touches other descriptions' OFD
+ * locks.
+ */
+static int precreate_manifest_lock(ckl_backup *b) {
+  char path[PATH_MAX];
+  int rc = ckl__store_manifest_lock_path(b->st, &b->name, path, sizeof path);
+  if (rc < 0) return rc;
+  int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = -errno;
+    ckl__log_error("%s: backup %s: cannot create the manifest lock file %s: %s", b->st->path,
+                   b->name_str, path, ckl_strerror(rc));
+    return rc;
+  }
+  ckl__close(fd);
+  b->mlock_made = true;
+  return 0;
+}
+
 static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_opts *o,
                        ckl_holder *who) {
   ckl_store *st = b->st;
@@ -248,6 +288,7 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
   rc = ckl_snapshot_lock(st, &b->name, CKL_LOCK_EXCLUSIVE, &b->snap_lock, &so);
   if (rc == CKL_EBUSY) log_busy(st, "snapshot", b->name_str, who);
   if (rc < 0) return rc;
+  if ((rc = precreate_manifest_lock(b)) < 0) return rc;
   if ((rc = CKL_FAILPOINT("backup.after_locks")) < 0) return rc;
 
   /* 5. the writer record, before any chunk is touched */

@@ -198,12 +198,10 @@ int ckl_chunkstore_sync(ckl_chunkstore *cs) {
   if (cs->sync != CKL_SYNC_FILESYSTEM) return 0;
   /* syncfs needs a real descriptor; dirfd is O_PATH. */
   int fd CKL__CLEANUP_CLOSE = openat(cs->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || syncfs(fd) != 0) {
-    int rc = -errno;
-    ckl__log_error("chunk store %s: syncfs: %s", cs->root, strerror(errno));
-    return rc;
-  }
-  return 0;
+  int rc = fd < 0 ? -errno : CKL_FAILPOINT("chunk.sync.before_syncfs");
+  if (rc == 0 && syncfs(fd) != 0) rc = -errno;
+  if (rc < 0) ckl__log_error("chunk store %s: syncfs: %s", cs->root, strerror(-rc));
+  return rc;
 }
 
 /* fsync the prefix directory of rel ("abcd/...") so a rename in it is
@@ -286,10 +284,16 @@ static int write_new(ckl_chunkstore *cs, const char *rel, const uint8_t *img, si
     goto fail;
   }
   if ((rc = CKL_FAILPOINT("chunk.insert.after_tmp_write")) < 0) goto fail;
-  if (cs->sync == CKL_SYNC_FILE && fsync(fd) != 0) {
-    rc = -errno;
-    ckl__log_error("chunk %s/%s: fsync: %s", cs->root, tmp, strerror(errno));
-    goto fail;
+  if (cs->sync == CKL_SYNC_FILE) {
+    /* The failpoint stands for an fsync that fails (EIO: the disk lost
+     * the pages): it takes the same path, so the temp file never becomes
+     * the chunk. */
+    rc = CKL_FAILPOINT("chunk.insert.before_fsync");
+    if (rc == 0 && fsync(fd) != 0) rc = -errno;
+    if (rc < 0) {
+      ckl__log_error("chunk %s/%s: fsync: %s", cs->root, tmp, strerror(-rc));
+      goto fail;
+    }
   }
   if ((rc = CKL_FAILPOINT("chunk.insert.before_rename")) < 0) goto fail;
   rc = close(fd);
@@ -392,8 +396,9 @@ int ckl_chunk_read(ckl_chunkstore *cs, const ckl_digest *d, void **data, size_t 
     if (rc != -ENOENT) ckl__log_error("chunk %s/%s: open: %s", cs->root, rel, strerror(errno));
     return rc;
   }
+  /* Stands for a read that fails (EIO): reported like one. */
   int rc = CKL_FAILPOINT("chunk.read.after_open");
-  if (rc < 0) return rc;
+  if (rc < 0) return corrupt(cs, rel, rc, "read");
   struct stat st;
   if (fstat(fd, &st) != 0) return -errno;
   if (!S_ISREG(st.st_mode)) return corrupt(cs, rel, CKL_ECORRUPT, "not a regular file");

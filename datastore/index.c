@@ -37,6 +37,7 @@
  * mapping intact.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +171,23 @@ static void ix_free(ckl_index *ix) {
 
 void ckl_index_close(ckl_index *ix) { ix_free(ix); }
 
+/* For messages: the full path of dirfd/name (the callers pass a snapshot
+ * directory fd and an archive name, which alone would not say which
+ * snapshot). Falls back to the name. Only called on error paths. */
+static const char *display_path(int dirfd, const char *name, char *buf, size_t len) {
+  if (name[0] == '/' || dirfd == AT_FDCWD) return name;
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+  ssize_t n = readlink(link, buf, len - 1);
+  if (n <= 0) return name;
+  buf[n] = '\0';
+  if (ckl__pathf(buf + n, len - (size_t)n, "/%s", name) < 0) return name;
+  return buf;
+}
+
 int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
+  char where_buf[PATH_MAX];
+#define WHERE display_path(dirfd, name, where_buf, sizeof where_buf)
   if (!name || !out) return -EINVAL;
   *out = NULL;
   int fd CKL__CLEANUP_CLOSE = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -178,20 +195,28 @@ int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
     int rc = -errno;
     /* -ENOENT is an answer GC acts on (the snapshot was forgotten), not an
      * error worth a log line. */
-    if (rc != -ENOENT) ckl__log_error("index %s: open: %s", name, strerror(errno));
+    if (rc != -ENOENT) ckl__log_error("index %s: open: %s", WHERE, strerror(-rc));
     return rc;
   }
+  /* Stands for a read that fails (EIO): reported like one. */
   int rc = CKL_FAILPOINT("index.open.after_open");
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    ckl__log_error("index %s: read: %s", WHERE, ckl_strerror(rc));
+    return rc;
+  }
   struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
+  if (fstat(fd, &st) != 0) {
+    rc = -errno;
+    ckl__log_error("index %s: stat: %s", WHERE, strerror(-rc));
+    return rc;
+  }
   const char *why = "";
   if (!S_ISREG(st.st_mode)) {
-    ckl__log_error("index %s: %s", name, "not a regular file");
+    ckl__log_error("index %s: %s", WHERE, "not a regular file");
     return CKL_ECORRUPT;
   }
   if ((uint64_t)st.st_size < HDR_LEN || (uint64_t)st.st_size > SIZE_MAX) {
-    ckl__log_error("index %s: corrupt: %s", name, "shorter than its header");
+    ckl__log_error("index %s: corrupt: %s", WHERE, "shorter than its header");
     return CKL_ECORRUPT;
   }
   ckl_index *ix = calloc(1, sizeof *ix);
@@ -200,7 +225,7 @@ int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
   void *m = mmap(NULL, ix->len, PROT_READ, MAP_PRIVATE, fd, 0);
   if (m == MAP_FAILED) {
     rc = -errno;
-    ckl__log_error("index %s: mmap: %s", name, strerror(errno));
+    ckl__log_error("index %s: mmap: %s", WHERE, strerror(-rc));
     free(ix);
     return rc;
   }
@@ -208,13 +233,14 @@ int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
   ix->mapped = true;
   rc = validate(ix, &why);
   if (rc < 0) {
-    ckl__log_error("index %s: %s: %s", name, ckl_strerror(rc), why);
+    ckl__log_error("index %s: %s: %s", WHERE, ckl_strerror(rc), why);
     ix_free(ix);
     return rc;
   }
   *out = ix;
   return 0;
 }
+#undef WHERE
 
 int ckl_index_open(const char *path, ckl_index **out) {
   return ckl_index_openat(AT_FDCWD, path, out);

@@ -14,12 +14,17 @@ int ckl__read_file_at(int dirfd, const char *name, const char *display, size_t m
   *out = NULL;
   *len = 0;
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return -errno;
+  if (fd < 0) {
+    int e = -errno;
+    if (e != -ENOENT && e != -ELOOP) ckl__log_error("%s: open: %s", display, strerror(-e));
+    return e;
+  }
   int rc = 0;
   char *buf = NULL;
   struct stat st;
   if (fstat(fd, &st) != 0) {
     rc = -errno;
+    ckl__log_error("%s: stat: %s", display, strerror(-rc));
     goto out;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -60,6 +65,9 @@ int ckl__read_file_at(int dirfd, const char *name, const char *display, size_t m
     if (n < 0) {
       if (errno == EINTR) continue;
       rc = -errno;
+      /* Callers log only what they act on (ENOENT at open); a failed read
+       * is never expected, so it is named here, where the cause is known. */
+      ckl__log_error("%s: read: %s", display, strerror(-rc));
       goto out;
     }
     if (n == 0) break;

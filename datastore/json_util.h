@@ -30,7 +30,9 @@ typedef struct ckl__jctx {
 
 /* Read a whole regular file dirfd/name (O_NOFOLLOW) of at most max bytes
  * into a malloc'd NUL-terminated buffer. 0, -ENOENT, -ELOOP (symlink),
- * CKL_ECORRUPT (not a regular file, or larger than max; logged), -errno. */
+ * CKL_ECORRUPT (not a regular file, or larger than max; logged), -errno
+ * (logged with `display` and the failing step: open, stat, read). -ENOENT
+ * and -ELOOP are not logged: callers decide what they mean. */
 int ckl__read_file_at(int dirfd, const char *name, const char *display, size_t max, char **out,
                       size_t *len);
 

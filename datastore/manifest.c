@@ -148,7 +148,11 @@ int ckl_manifest_load(ckl_store *st, const ckl_snapshot_name *snap, json_t **out
   if (dfd < 0) return (dfd == -ENOTDIR || dfd == -ELOOP) ? -ENOENT : dfd;
   char *raw = NULL;
   size_t len = 0;
-  rc = ckl__read_file_at(dfd, CKL_MANIFEST_NAME, display, CKL_MANIFEST_MAX_BYTES, &raw, &len);
+  /* error(EIO) stands for a read that fails: reported as one. */
+  if ((rc = CKL_FAILPOINT("manifest.load.before_read")) < 0)
+    ckl__log_error("%s: read: %s", display, ckl_strerror(rc));
+  else
+    rc = ckl__read_file_at(dfd, CKL_MANIFEST_NAME, display, CKL_MANIFEST_MAX_BYTES, &raw, &len);
   ckl__close(dfd);
   if (rc == -ELOOP) ckl__log_error("%s: is a symlink, not followed", display);
   if (rc < 0) return rc;

@@ -638,7 +638,15 @@ int ckl__state_run(ckl__state *st, int write, ckl__txn_fn fn, void *arg) {
         ckl__txn t = {.txn = txn, .e = e, .write = write};
         rc = fn(&t, arg);
         if (write && rc >= 0) {
-          mrc = mdb_txn_commit(txn); /* frees txn, on failure too */
+          /* error(EIO) stands for a commit whose write or fsync failed:
+           * LMDB then frees the transaction and reports the errno. */
+          int frc = CKL_FAILPOINT("state.txn.before_commit");
+          if (frc < 0) {
+            mdb_txn_abort(txn);
+            mrc = -frc;
+          } else {
+            mrc = mdb_txn_commit(txn); /* frees txn, on failure too */
+          }
           if (mrc) rc = ckl__mdb_err(&t, mrc, "committing");
           else grow_early = env_needs_growth(e);
         } else {

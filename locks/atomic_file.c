@@ -313,7 +313,10 @@ int ckl_atomic_commit(ckl_atomic_file *af) {
   const char *base = NULL;
   /* After an fsync error the kernel may have dropped the dirty pages and
    * a retry would "succeed" on lost data: never rename such a file. */
-  if (sync && fsync(af->fd) != 0) rc = -errno;
+  if (sync) {
+    rc = CKL_FAILPOINT("atomic.before_fsync"); /* error(EIO): a failed fsync */
+    if (rc == 0 && fsync(af->fd) != 0) rc = -errno;
+  }
   if (rc == 0) {
     step = "open directory";
     rc = ckl__atomic_split(af->target_path, &dir, &base);

@@ -158,7 +158,11 @@ const char *ckl_test_log_text(void) { return log_buf; }
 
 void ckl_test_assert_logged(const char *needle) {
   if (ckl_test_logged(needle)) return;
+  /* fail_msg longjmps out of the test: it must not run with log_mu held,
+   * or the next test's log call deadlocks and the binary hangs. */
+  static char copy[sizeof log_buf];
   pthread_mutex_lock(&log_mu);
-  fail_msg("log lacks \"%s\"; log was:\n%s", needle, log_buf);
-  pthread_mutex_unlock(&log_mu); /* not reached */
+  memcpy(copy, log_buf, sizeof copy);
+  pthread_mutex_unlock(&log_mu);
+  fail_msg("log lacks \"%s\"; log was:\n%s", needle, copy);
 }
