@@ -52,6 +52,7 @@
 #include "ops_util.h"
 
 #include "crash_util.h"
+#include "chunklock/freeze.h"
 
 #include <sys/wait.h>
 
@@ -86,10 +87,12 @@ typedef enum op_kind {
   OP_GC,           /* GC, safety 0 */
   OP_GC_STRICT,    /* GC in strict mode (process locker exclusive) */
   OP_GC_FAIL,      /* GC whose mark fails (EIO): the abort path */
+  OP_FREEZE,       /* with-lock --exclusive: acquire, release */
 } op_kind;
 
 static const char *const op_names[] = {"backup", "backup-abort", "verify", "forget", "forget-gc",
-                                       "prune",  "gc",           "gc-strict", "gc-fail"};
+                                       "prune",  "gc",           "gc-strict", "gc-fail",
+                                       "freeze-exclusive"};
 
 typedef struct ccase {
   const char *point;
@@ -142,6 +145,8 @@ static const ccase cases[] = {
     {"update_manifest.after_replace", OP_VERIFY},
     /* forget, without and with a GC marking */
     {"freeze.after_check", OP_FORGET},
+    {"freeze.after_acquire", OP_FREEZE}, /* held and named: a dead freezer */
+    {"forget.after_guard", OP_FORGET},
     {"forget.after_lock", OP_FORGET},
     {"state.forget.before_move", OP_FORGET},
     {"state.forget.before_commit", OP_FORGET},
@@ -156,6 +161,7 @@ static const ccase cases[] = {
     {"forget.after_move", OP_FORGET_GC},
     {"forget.before_unlink", OP_FORGET_GC},
     /* prune */
+    {"prune.after_guard", OP_PRUNE},
     {"prune.after_list", OP_PRUNE},
     {"prune.before_remove", OP_PRUNE},
     {"state.forget.after_commit", OP_PRUNE},
@@ -164,6 +170,7 @@ static const ccase cases[] = {
     {"gclock.before_lock", OP_GC},
     {"gclock.after_lock", OP_GC},
     {"gc.begin.after_lock", OP_GC},
+    {"gc.begin.after_guard", OP_GC},
     {"state.roster.before_reap_delete", OP_GC}, /* the abandoned backup's record */
     {"state.gc_begin.before_commit", OP_GC},
     {"state.gc_begin.after_commit", OP_GC},
@@ -237,6 +244,13 @@ static int run_op(ckl_store *st, op_kind op) {
     case OP_GC_FAIL: {
       ckl_gc_opts go = {.use_safety = 1, .atime_safety_s = 0, .exclusive = op == OP_GC_STRICT};
       return ckl_gc_run(st, &go, NULL);
+    }
+    case OP_FREEZE: {
+      ckl_freeze f = {0};
+      ckl_freeze_opts fo = {.timeout_ms = CKL_TRY, .operation = "with-lock"};
+      int rc = ckl_freeze_acquire(st, CKL_FREEZE_EXCLUSIVE, &f, &fo);
+      if (rc == 0) ckl_freeze_release(&f);
+      return rc;
     }
   }
   return -EINVAL;
