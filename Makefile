@@ -36,7 +36,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 BENCH_DIR ?= /var/tmp/ckl-bench
-BENCH_SIZES ?= 100k,1M
+BENCH_SIZES ?= 100k,250k,500k,1M
 BENCH_RUNS ?= 5
 BENCH_DATE := $(shell date +%F)
 bench-gc: build
