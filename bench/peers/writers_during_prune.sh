@@ -4,7 +4,7 @@
 #
 #   bench/peers/writers_during_prune.sh --json FILE [--quick] [--dir DIR]
 #
-# For each tool: a repository holding a backup of MiB of random data (1 GiB;
+# For each tool: a repository holding a backup of random data (2 GiB;
 # --quick 128 MiB) that is then forgotten (restic forget / borg delete), so
 # that the space-reclaiming command (restic prune / borg compact) has work
 # for a few seconds. Start it in the background, wait until it holds the
@@ -30,7 +30,7 @@ done
 root=$dir/writers-peers
 rm -rf "$root"
 mkdir -p "$root/old" "$root/new"
-old_mib=$((quick ? 128 : 1024))
+old_mib=$((quick ? 128 : 2048))
 # Seeded, incompressible data (openssl's AES-CTR keystream of a fixed key).
 # (openssl dies of SIGPIPE when head has enough: not an error here)
 stream() { (set +o pipefail; openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -in /dev/zero 2>/dev/null | head -c "$2"); }
