@@ -3,9 +3,15 @@
  * on identical generated stores (bench/gen_store.c). docs/benchmarks.md
  * "GC against the floor" has the method and the results.
  *
- *     gc_bench [--sizes 100k,1M] [--runs 5] [--dir /var/tmp/ckl-bench]
+ *     gc_bench [--sizes 100k,250k,500k,1M] [--runs 5] [--dir /var/tmp/ckl-bench]
  *              [--seed 1] [--json FILE] [--md FILE] [--strace-max 100k]
- *              [--cold] [--keep]
+ *              [--cold] [--keep] [--quick]
+ *
+ * --json writes figure-4 records in the shared schema (bench_record.h):
+ * per size the wall time against the floor (target <= 1.0x, with "x" =
+ * chunks: the curve, series "chunklock" and "floor"), then mark, sweep,
+ * user, sys, peak RSS (target <= 256 MiB at 1M), syscalls. A size whose
+ * store the disk cannot hold is skipped with a record saying so.
  *
  * For each size: generate the store once (gen_store), then runs x
  * (chunklock, floor), interleaved A B A B ..., each on a freshly reset
