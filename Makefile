@@ -45,7 +45,7 @@ bench:
 	bench/run
 
 BENCH_DIR ?= /var/tmp/ckl-bench
-BENCH_SIZES ?= 100k,1M
+BENCH_SIZES ?= 100k,250k,500k,1M
 BENCH_RUNS ?= 5
 BENCH_DATE := $(shell date +%F)
 bench-gc: build

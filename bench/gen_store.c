@@ -45,6 +45,15 @@
  * names, contents, times and indexes. Chunks are processed by --threads
  * worker threads (each takes every T-th chunk).
  *
+ * --export DIR writes no store: the same N chunk payloads as plain files
+ * for the peers (restic, borg, casync; bench/peers/gc_peers.py), the
+ * referenced half into DIR/live/stream-KK.bin and the garbage half into
+ * DIR/garbage/stream-KK.bin (KK = groups x archives streams, each file
+ * the concatenation of its stream's payloads in chunk order). A peer that
+ * backs up both directories and then forgets the garbage backup is left
+ * with the same half garbage as the store (by bytes; its own chunker cuts
+ * other chunk boundaries).
+ *
  * Prints one JSON line: {"chunks":N,"written":..,"aged":..,"bytes":..,
  * "index_files":..,"references":..,"seconds":..}.
  */
@@ -288,8 +297,40 @@ static uint64_t parse_count(const char *s) {
 static void usage(void) {
   fputs("usage: gen_store [--reset] [-n N (1M; 100k, 4M...)] [--seed S] [--groups G]\n"
         "                 [--snapshots S] [--archives A] [--refs R] [--threads T] [--insert]"
-        " STORE\n",
+        " STORE\n"
+        "       gen_store --export DIR [-n N] [--seed S] [--groups G] [--archives A]\n",
         stderr);
+}
+
+/* --export: see the header comment. */
+static int export_files(const gen_opts *o, const char *dir) {
+  uint64_t half = o->n / 2, k = (uint64_t)o->groups * o->archives;
+  char path[4096];
+  uint8_t buf[MAX_LEN];
+  unsigned long long bytes = 0;
+  for (int part = 0; part < 2; part++) {
+    const char *sub = part == 0 ? "live" : "garbage";
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return -errno;
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return -errno;
+    uint64_t base = part == 0 ? 0 : half, cnt = part == 0 ? half : o->n - half;
+    for (uint64_t s = 0; s < k; s++) {
+      snprintf(path, sizeof path, "%s/%s/stream-%03llu.bin", dir, sub, (unsigned long long)s);
+      FILE *f = fopen(path, "we");
+      if (!f) return -errno;
+      for (uint64_t i = base + cnt * s / k; i < base + cnt * (s + 1) / k; i++) {
+        size_t len = payload(o->seed, i, buf);
+        if (fwrite(buf, 1, len, f) != len) {
+          fclose(f);
+          return -EIO;
+        }
+        bytes += len;
+      }
+      if (fclose(f) != 0) return -errno;
+    }
+  }
+  printf("{\"chunks\":%llu,\"export_bytes\":%llu}\n", (unsigned long long)o->n, bytes);
+  return 0;
 }
 
 static double now_s(void) {
@@ -306,9 +347,11 @@ int main(int argc, char **argv) {
       {"snapshots", required_argument, NULL, 'S'}, {"archives", required_argument, NULL, 'a'},
       {"refs", required_argument, NULL, 'r'},      {"threads", required_argument, NULL, 't'},
       {"reset", no_argument, NULL, 'R'},           {"insert", no_argument, NULL, 'i'},
-      {"help", no_argument, NULL, 'h'},            {0}};
+      {"help", no_argument, NULL, 'h'},            {"export", required_argument, NULL, 'E'},
+      {0}};
+  const char *export_dir = NULL;
   int c;
-  while ((c = getopt_long(argc, argv, "n:s:g:S:a:r:t:Rih", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "n:s:g:S:a:r:t:RihE:", longopts, NULL)) != -1) {
     unsigned long v = optarg ? strtoul(optarg, NULL, 10) : 0;
     switch (c) {
     case 'n': o.n = parse_count(optarg); break;
@@ -320,8 +363,14 @@ int main(int argc, char **argv) {
     case 't': o.threads = (unsigned)v; break;
     case 'R': o.reset = 1; break;
     case 'i': o.insert = 1; break;
+    case 'E': export_dir = optarg; break;
     default: usage(); return 2;
     }
+  }
+  if (export_dir && optind == argc && o.n >= 2 && o.groups && o.archives) {
+    int erc = export_files(&o, export_dir);
+    if (erc < 0) fprintf(stderr, "gen_store: export to %s: %s\n", export_dir, strerror(-erc));
+    return erc < 0 ? 1 : 0;
   }
   if (optind != argc - 1 || o.n == 0 || !o.groups || !o.snapshots || !o.archives || !o.refs ||
       !o.threads || o.threads > 64) {

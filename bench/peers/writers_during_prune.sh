@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/peers/writers_during_prune.sh - figure 5 peers: can a backup run
+# while restic prunes or borg compacts the same repository?
+#
+#   bench/peers/writers_during_prune.sh --json FILE [--quick] [--dir DIR]
+#
+# For each tool: a repository holding a backup of random data (2 GiB;
+# --quick 128 MiB) that is then forgotten (restic forget / borg delete), so
+# that the space-reclaiming command (restic prune / borg compact) has work
+# for a few seconds. Start it in the background, wait until it holds the
+# repository lock (restic: a lock file appears; borg: lock.exclusive
+# exists), then start a backup of new data (64 MiB) with the tool's
+# defaults, and record its exit code, its lock error and how long it took,
+# and whether the prune/compact was still running when the backup gave up.
+# Records (figure 5, peer: true): value = backup throughput during the
+# prune / compact relative to without = 0 when the backup failed, with the
+# error quoted in the note. Needs restic and borgbackup (Debian packages)
+# and /usr/bin/python3 for the JSON.
+set -euo pipefail
+json= quick=0 dir=/var/tmp/ckl-bench
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --json) json=$2; shift 2 ;;
+  --quick) quick=1; shift ;;
+  --dir) dir=$2; shift 2 ;;
+  *) echo "usage: $0 --json FILE [--quick] [--dir DIR]" >&2; exit 2 ;;
+  esac
+done
+[ -n "$json" ] || { echo "$0: --json FILE is required" >&2; exit 2; }
+root=$dir/writers-peers
+rm -rf "$root"
+mkdir -p "$root/old" "$root/new"
+old_mib=$((quick ? 128 : 2048))
+# Seeded, incompressible data (openssl's AES-CTR keystream of a fixed key).
+# (openssl dies of SIGPIPE when head has enough: not an error here)
+stream() { (set +o pipefail; openssl enc -aes-128-ctr -nosalt -pass "pass:$1" -in /dev/zero 2>/dev/null | head -c "$2"); }
+for i in $(seq 0 7); do stream "old$i" $((old_mib * 131072)) > "$root/old/f$i"; done
+stream new $((64 << 20)) > "$root/new/f"
+records=$root/records.jsonl
+: > "$records"
+
+# record TOOL OP RC SECONDS STILL_RUNNING OP_SECONDS MESSAGE
+record() {
+  /usr/bin/python3 - "$@" >> "$records" <<'EOF'
+import json, sys
+tool, op, rc, secs, still, op_secs, msg = sys.argv[1:8]
+rc, secs, op_secs = int(rc), float(secs), float(op_secs)
+failed = rc != 0
+print(json.dumps({
+  "figure": 5, "name": "backup during %s (%s)" % (op, tool),
+  "value": 0.0 if failed else None, "unit": "ratio", "floor": None, "ratio": None,
+  "target": None, "target_cmp": None, "met": None, "min": None, "max": None, "runs": 1,
+  "peer": True,
+  "note": ("the backup %s after %.1f s with exit code %d while `%s` %s (it ran %.1f s): %s" %
+           ("FAILED" if failed else "succeeded", secs, rc, op,
+            "was still running" if still == "1" else "had already finished",
+            op_secs, msg.strip()[:300]))}))
+EOF
+}
+
+# measure TOOL OP "START CMD" "BACKUP CMD" LOCKTEST
+measure() {
+  local tool=$1 op=$2 start=$3 backup=$4 locktest=$5
+  local t0 t1 rc still=0 msg
+  bash -c "$start" > "$root/$tool-op.log" 2>&1 &
+  local op_pid=$! op_t0
+  op_t0=$(date +%s.%N)
+  for _ in $(seq 1 400); do eval "$locktest" && break; sleep 0.01; done
+  t0=$(date +%s.%N)
+  set +e
+  msg=$(bash -c "$backup" 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  t1=$(date +%s.%N)
+  kill -0 "$op_pid" 2>/dev/null && still=1
+  wait "$op_pid" || echo "$0: $op exited non-zero (see $root/$tool-op.log)" >&2
+  local op_s
+  op_s=$(echo "$(date +%s.%N) - $op_t0" | bc)
+  msg=$(printf '%s' "$msg" | { grep -iE 'lock|error|fatal' || true; } | head -3 | tr '\n' ' ')
+  echo "  $tool: backup rc=$rc after $(echo "$t1 - $t0" | bc) s, $op still running=$still: $msg" >&2
+  record "$tool" "$op" "$rc" "$(echo "$t1 - $t0" | bc)" "$still" "$op_s" "$msg"
+}
+
+if command -v restic >/dev/null; then
+  export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$root/restic
+  restic init -q
+  (cd "$root/old" && restic backup -q --tag old .)
+  restic forget -q $(restic snapshots --tag old --json | /usr/bin/python3 -c \
+    'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))')
+  measure restic "restic prune" "restic prune" "cd $root/new && restic backup ." \
+    "ls $root/restic/locks 2>/dev/null | grep -q ."
+  unset RESTIC_PASSWORD RESTIC_REPOSITORY
+fi
+if command -v borg >/dev/null; then
+  export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=$root/borg-home
+  borg init -e none "$root/borg"
+  (cd "$root/old" && borg create "$root/borg::old" .)
+  borg delete "$root/borg::old"
+  measure borg "borg compact" "borg compact $root/borg" "cd $root/new && borg create $root/borg::new ." \
+    "[ -e $root/borg/lock.exclusive ]"
+fi
+/usr/bin/python3 -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+json.dump(recs, open(sys.argv[2], "w"), indent=1)
+' "$records" "$json"
+rm -rf "$root"
