@@ -25,6 +25,7 @@
  * them when the thread exits.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -101,6 +102,36 @@ static ZSTD_DCtx *get_dctx(void) {
 
 int ckl__chunk_level_valid(int level) { return level <= ZSTD_maxCLevel(); }
 
+/*
+ * Is the chunk worth a full compression attempt? Most of a backup's bytes
+ * that do not compress (media, archives, encrypted data) do not compress
+ * anywhere in the chunk, and for them zstd at level 3 costs more than
+ * hashing and writing the chunk together (docs/benchmarks.md, figure 3).
+ * So a large chunk is first probed: three 8 KiB slices (start, middle,
+ * end) compressed at level 1, a few percent of the full attempt's cost.
+ * Only when they shrink by at least 1/32 (3%) does the chunk get the real
+ * attempt. A chunk whose compressible part hides between the slices is
+ * stored raw: never wrong (the format says which), only larger. Small
+ * chunks skip the probe: for them the full attempt is already cheap.
+ * `scratch` has room for at least PROBE_SLICE bytes of compressed output
+ * (ZSTD_compressBound is more, but an output that does not fit means the
+ * slice did not shrink, which is the answer we want).
+ */
+#define PROBE_MIN_LEN (128u * 1024u)
+#define PROBE_SLICE (8u * 1024u)
+static bool worth_compressing(ZSTD_CCtx *cctx, const uint8_t *data, size_t len,
+                              uint8_t *scratch) {
+  if (len < PROBE_MIN_LEN) return true;
+  const size_t at[3] = {0, len / 2 - PROBE_SLICE / 2, len - PROBE_SLICE};
+  size_t in = 0, outn = 0;
+  for (int i = 0; i < 3; i++) {
+    size_t n = ZSTD_compressCCtx(cctx, scratch, PROBE_SLICE, data + at[i], PROBE_SLICE, 1);
+    in += PROBE_SLICE;
+    outn += ZSTD_isError(n) ? PROBE_SLICE : n;
+  }
+  return outn <= in - in / 32;
+}
+
 int ckl_chunk_encode(const void *data, size_t len, int compress_level, void **out,
                      size_t *out_len) {
   if (!out || !out_len || (!data && len > 0)) return -EINVAL;
@@ -122,7 +153,11 @@ int ckl_chunk_encode(const void *data, size_t len, int compress_level, void **ou
       free(img);
       return -ENOMEM;
     }
-    size_t n = ZSTD_compressCCtx(cctx, payload, len - 1, data, len, compress_level);
+    /* payload (len bytes, >= PROBE_SLICE when probing) is free scratch
+     * until the real attempt or the raw copy overwrites it */
+    bool try_it = worth_compressing(cctx, data, len, payload);
+    size_t n = try_it ? ZSTD_compressCCtx(cctx, payload, len - 1, data, len, compress_level)
+                      : (size_t)-ZSTD_error_dstSize_tooSmall;
     if (!ZSTD_isError(n)) {
       stored = n;
       flags = CKL__CHUNK_FLAG_ZSTD;

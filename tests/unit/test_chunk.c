@@ -217,6 +217,24 @@ static void test_format_round_trip(void **state) {
   round_trip(buf, CKL_CHUNK_MAX, 3, true);
   fill_random(buf, CKL_CHUNK_MAX);
   round_trip(buf, CKL_CHUNK_MAX, 1, false);
+  /* The incompressibility probe (chunk_format.c: worth_compressing) looks
+   * at three 8 KiB slices (start, middle, end) of chunks of 128 KiB and
+   * more. Compressible text with random bytes exactly at the slices is
+   * stored raw (without the probe it would compress); with random bytes
+   * at one slice only, the sample still shrinks, so the chunk gets the
+   * full attempt; a chunk just under the threshold is not probed. */
+  const size_t sizes[2] = {1024 * 1024, 128 * 1024 - 1};
+  for (int i = 0; i < 2; i++) {
+    size_t m = sizes[i];
+    fill_text(buf, m, 3);
+    fill_random(buf, 8192);
+    fill_random(buf + m / 2 - 4096, 8192);
+    fill_random(buf + m - 8192, 8192);
+    round_trip(buf, m, 3, i == 1);
+    fill_text(buf, m, 5);
+    fill_random(buf + m / 2 - 4096, 8192);
+    round_trip(buf, m, 3, true);
+  }
   void *img = (void *)0x1;
   size_t img_len = 7;
   assert_int_equal(ckl_chunk_encode(buf, CKL_CHUNK_MAX + 1, 3, &img, &img_len), -EINVAL);
