@@ -17,8 +17,20 @@
  * transaction too, so each forget is entirely before that check (the GC
  * marks the trash copy) or entirely after it (gc_active was clear: the
  * forget deletes the copy at once). Deleting a copy the GC still needs is
- * impossible: only copies of forgets that saw gc_active == 0, or that are
- * not in the set at all, are ever deleted outside a GC purge.
+ * impossible: only copies of forgets that saw gc_active == 0, of forgets
+ * that saw a dry-run GC (below), or that are not in the set at all, are
+ * ever deleted outside a GC purge.
+ *
+ * A dry-run GC sweeps nothing, so it needs no copy, and a forget must not
+ * wait on it: a dry run holds no deleter guard (it may run while the store
+ * is frozen), so a deletion left to it could be stuck behind a freeze. The
+ * forget transaction still records the snapshot (settled), so the dry
+ * run's mark knows a vanished index was forgotten, not damaged; then the
+ * forget deletes the copy at once, as with no GC. The dry run counts the
+ * snapshot's chunks as garbage: what a real GC starting now would free.
+ * The verdict comes from the GC record in the forget's own transaction,
+ * and only gc_begin (under the GC lock) sets the dry-run flag, so a GC
+ * that will sweep always gets its copies.
  *
  * Lock order: snapshot lock (exclusive, never waits) -> manifest lock
  * (short deadline: an update_manifest may be finishing). Both lock files
@@ -51,8 +63,8 @@ typedef struct move_ctx {
 } move_ctx;
 
 /* Runs inside the state's write transaction: quick, and no state calls. */
-static int move_to_trash(void *arg, int gc_active) {
-  (void)gc_active;
+static int move_to_trash(void *arg, int verdict) {
+  (void)verdict;
   move_ctx *c = arg;
   if (renameat(c->dirfd, c->rel, c->dirfd, c->trash_rel) != 0) return -errno;
   c->moved = true;
@@ -98,9 +110,9 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
     goto release;
 
   move_ctx mc = {.dirfd = st->dirfd, .rel = rel, .trash_rel = trash_rel};
-  int gc_active = ckl__state_forget_txn(state, rel, trash_rel, move_to_trash, &mc);
-  if (gc_active < 0) {
-    rc = gc_active;
+  int verdict = ckl__state_forget_txn(state, rel, trash_rel, move_to_trash, &mc);
+  if (verdict < 0) {
+    rc = verdict;
     if (!mc.moved) {
       ckl__log_error("%s/%s: %s: cannot move to %s: %s", st->path, rel, why, trash_rel,
                      ckl_strerror(rc));
@@ -118,15 +130,18 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
   snprintf(group_rel, sizeof group_rel, "%s/%s", n->type, n->id);
   fsync_dir_at(st, group_rel);
   if ((rc = CKL_FAILPOINT("forget.after_move")) < 0) goto release;
-  if (gc_active) {
+  if (verdict == CKL__FORGET_KEEP) {
     ckl__log_info("%s/%s: %s: a GC is marking; left in %s for it", st->path, rel, why, trash_rel);
   } else {
+    if (verdict == CKL__FORGET_DRY_GC)
+      ckl__log_debug("%s/%s: %s: a dry-run GC is marking: recorded for it, deleted at once",
+                     st->path, rel, why);
     int r = ckl__atomic_rmtree_at(st->dirfd, trash_rel);
     /* Not fatal: the snapshot is forgotten; the next purge removes it. */
     if (r < 0) ckl__log_warn("%s/%s: cannot delete: %s", st->path, trash_rel, ckl_strerror(r));
   }
   if ((rc = CKL_FAILPOINT("forget.before_unlink")) < 0) goto release;
-  rc = gc_active;
+  rc = verdict == CKL__FORGET_KEEP ? CKL_FORGET_TRASHED : CKL_FORGET_DELETED;
 unlink:;
   int r = ckl_path_lock_unlink(&ml);
   if (r < 0)
@@ -241,7 +256,9 @@ static void free_names(char **v, size_t n) {
  * to a forget that saw no GC marking (it deletes the entry itself: we race
  * it harmlessly, ENOENT counts as done), to one whose commit failed or
  * that crashed after the move (no GC can rely on it: a GC that lost the
- * snapshot without a record aborts), or to a GC that already ended.
+ * snapshot without a record aborts), or to a GC that already ended. An
+ * entry in the set as settled belongs to a forget during a dry run: the
+ * dry run never marks it, so it is as free to delete.
  */
 int ckl__trash_purge_stale(ckl_store *st, ckl__state *state) {
   int tfd = openat(st->dirfd, TRASH_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -257,8 +274,11 @@ int ckl__trash_purge_stale(ckl_store *st, ckl__state *state) {
   for (size_t i = 0; i < n; i++) {
     char rel[NAME_MAX + sizeof TRASH_DIR + 2];
     snprintf(rel, sizeof rel, TRASH_DIR "/%s", names[i]);
+    /* A settled entry (a dry run's) is never marked: its copy is not
+     * needed, only its forget's own delete failed or has yet to run. */
     bool needed = false;
-    for (size_t j = 0; j < l.n && !needed; j++) needed = strcmp(l.v[j].trash_rel, rel) == 0;
+    for (size_t j = 0; j < l.n && !needed; j++)
+      needed = l.v[j].marked != CKL__RM_SETTLED && strcmp(l.v[j].trash_rel, rel) == 0;
     if (needed) continue;
     int r = ckl__atomic_rmtree_at(tfd, names[i]);
     if (r < 0) {

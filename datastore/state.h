@@ -212,24 +212,41 @@ typedef struct ckl__gc_begin_info {
   size_t stale_removed;           /* removed-set entries of that GC, cleared */
 } ckl__gc_begin_info;
 
+/* gc_begin flags. */
+#define CKL__GC_DRY_RUN 1u /* the GC sweeps nothing: forgets need not wait for it */
+
 /*
  * One write transaction: reap stale roster records; if gc_active is still
  * set (a GC died mid-run), take over; clear a stale removed set; set
- * gc_active with gc_token and phase1_start (now_ns, or the wall clock when
- * 0); read the oldest writer start over all processes. The caller holds
- * the GC lock. 0, -EINVAL (bad token), common errors.
+ * gc_active with gc_token, phase1_start (now_ns, or the wall clock when
+ * 0) and the flags (CKL__GC_DRY_RUN); read the oldest writer start over
+ * all processes. The caller holds the GC lock. ckl__state_gc_begin is
+ * flags 0 (a GC that sweeps). 0, -EINVAL (bad token or unknown flags),
+ * common errors.
  */
 int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
                         ckl__gc_begin_info *info);
+int ckl__state_gc_begin_flags(ckl__state *st, const char *gc_token, int64_t now_ns,
+                              unsigned flags, ckl__gc_begin_info *info);
+
+/* What a forget transaction found, and so what the forget does with the
+ * snapshot it moved to .trash. */
+#define CKL__FORGET_NO_GC 0  /* no GC marks: not recorded; delete the copy now */
+#define CKL__FORGET_KEEP 1   /* a GC that will sweep marks: recorded unmarked;
+                                leave the copy in .trash for it to mark */
+#define CKL__FORGET_DRY_GC 2 /* a dry-run GC marks: recorded settled (never
+                                handed out for marking); delete the copy now */
 
 /* The forget step that moves a snapshot to .trash. Called INSIDE the write
- * transaction with the gc_active it read; returns 0 or a negative code. */
-typedef int (*ckl__forget_fn)(void *arg, int gc_active);
+ * transaction with the verdict (CKL__FORGET_*) it will return; returns 0
+ * or a negative code. */
+typedef int (*ckl__forget_fn)(void *arg, int verdict);
 
 /*
- * One write transaction: read gc_active; call fn(arg, gc_active), which
- * renames the snapshot to STORE/<trash_rel>; if gc_active and fn returned
- * 0, add (snapshot_rel, trash_rel) to the removed set, unmarked; commit.
+ * One write transaction: read the GC record; call fn(arg, verdict), which
+ * renames the snapshot to STORE/<trash_rel>; if a GC is marking and fn
+ * returned 0, add (snapshot_rel, trash_rel) to the removed set: unmarked
+ * for a GC that sweeps, settled for a dry run; commit.
  *
  * Because the rename happens while this transaction holds LMDB's writer
  * mutex, and ckl__state_removed_take_unmarked checks the set and clears
@@ -238,23 +255,35 @@ typedef int (*ckl__forget_fn)(void *arg, int gc_active);
  * gc_active == 0 and deletes at once) the GC's final check: it cannot slip
  * in between.
  *
+ * A dry-run GC's entries only tell its mark that the index it may find
+ * gone was forgotten (not damage); the dry run never marks the copy, so
+ * the forget may delete it at once and never waits on a GC that deletes
+ * nothing (and may run while the store is frozen).
+ *
  * fn must be quick (every writer of every process waits) and must not
  * call into the state (self-deadlock on the writer mutex).
  *
- * Returns gc_active (0 or 1) when committed; fn's error (the transaction
- * is aborted, nothing recorded); -ENAMETOOLONG (paths too long for a key);
- * -EINVAL; common errors. If fn succeeded but the commit failed, the error
- * is returned and fn's rename is NOT undone: the caller knows it moved the
- * snapshot. The missing removed-set entry is then safe: a GC that finds
- * the snapshot's index gone and not in the set aborts instead of sweeping.
+ * Returns CKL__FORGET_NO_GC, CKL__FORGET_KEEP or CKL__FORGET_DRY_GC when
+ * committed (an undecodable GC record answers KEEP: keeping a copy is
+ * always safe); fn's error (the transaction is aborted, nothing recorded);
+ * -ENAMETOOLONG (paths too long for a key); -EINVAL; common errors. If fn
+ * succeeded but the commit failed, the error is returned and fn's rename
+ * is NOT undone: the caller knows it moved the snapshot. The missing
+ * removed-set entry is then safe: a GC that finds the snapshot's index
+ * gone and not in the set aborts instead of sweeping.
  */
 int ckl__state_forget_txn(ckl__state *st, const char *snapshot_rel, const char *trash_rel,
                           ckl__forget_fn fn, void *arg);
 
+/* A removed-set entry's state. */
+#define CKL__RM_UNMARKED 0 /* the GC has yet to mark its .trash copy */
+#define CKL__RM_MARKED 1   /* handed out to the GC for marking */
+#define CKL__RM_SETTLED 2  /* a dry run's: its forget deleted the copy; never marked */
+
 typedef struct ckl__removed_item {
   char *snapshot_rel;
   char *trash_rel;
-  int marked;
+  int marked; /* CKL__RM_* */
 } ckl__removed_item;
 
 typedef struct ckl__removed_list {
@@ -264,8 +293,8 @@ typedef struct ckl__removed_list {
 void ckl__removed_list_free(ckl__removed_list *l);
 
 /*
- * One write transaction: if the removed set holds unmarked entries, mark
- * them as handed out and return them (the GC marks their trash indexes and
+ * One write transaction: if the removed set holds unmarked entries (never
+ * settled ones), mark them as handed out and return them (the GC marks their trash indexes and
  * calls again); if it holds none, clear gc_active IN THE SAME TRANSACTION
  * and return 0 entries. Returns the number of entries returned, or
  * CKL_ELOCKLOST (the GC state belongs to another GC token: ours was taken
@@ -294,6 +323,7 @@ int ckl__state_gc_abort(ckl__state *st, const char *gc_token);
 
 typedef struct ckl__gc_info {
   int active;
+  int dry_run;      /* the GC of the record is (or was) a dry run */
   char token[CKL_TOKEN_HEX_LEN + 1];
   int64_t phase1_start_ns;
   int64_t began_ns;

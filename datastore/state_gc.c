@@ -16,16 +16,34 @@
  * hands it out for marking instead of clearing. If the GC's commits first,
  * the forget reads gc_active == 0 and may delete at once: the GC is past
  * marking and its cutoff predates anything the snapshot's chunks need.
+ *
+ * A dry-run GC (CKL__GC_DRY_RUN in its record) sweeps nothing, so no
+ * forget has to keep a copy for it: the forget still adds its entry, in
+ * the same transaction as the rename, so the dry run's mark can tell a
+ * forgotten index from a damaged one (G1 in gc/gc.c), but adds it settled:
+ * never handed out for marking, the copy deleted by the forget at once.
+ * The dry run then counts the snapshot's chunks as garbage, which is what
+ * a real GC starting now would free. The flag is written by gc_begin and
+ * read by forget, each in one write transaction, and only a gc_begin
+ * (under the GC lock) changes it: a forget cannot settle an entry for a
+ * GC that will sweep.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "datastore/state_int.h"
 
-/* ---- encodings ---------------------------------------------------------- */
+/* ---- encodings ----------------------------------------------------------
+ * GC record: magic, version 1, a u16 of flags (GC_ACTIVE, GC_DRY), phase1
+ * start, began, token. Removed-set value: magic, version 1, the entry's
+ * CKL__RM_* state, a zero byte. A chunklock from before dry runs were
+ * recorded reads a GC_DRY record or a settled entry as undecodable, which
+ * it treats the safe way: forget keeps its copy, a GC aborts. */
 
 #define GC_MAGIC 0x474c4b43u /* "CKLG" */
 #define GC_VERSION 1u
+#define GC_ACTIVE 1u
+#define GC_DRY 2u /* CKL__GC_DRY_RUN: kept after the run ends, for gc_info */
 #define GC_LEN (24u + CKL_TOKEN_HEX_LEN)
 #define RM_MAGIC 0x444c4b43u /* "CKLD" */
 #define RM_VERSION 1u
@@ -34,6 +52,7 @@
 
 typedef struct gc_rec {
   int active;
+  int dry_run;
   int64_t phase1_start_ns;
   int64_t began_ns;
   char token[CKL_TOKEN_HEX_LEN + 1];
@@ -44,7 +63,7 @@ static const MDB_val gc_key = {2, "gc"};
 static void gc_encode(const gc_rec *r, unsigned char out[GC_LEN]) {
   ckl__put_u32(out, GC_MAGIC);
   ckl__put_u16(out + 4, GC_VERSION);
-  ckl__put_u16(out + 6, (uint16_t)(r->active ? 1 : 0));
+  ckl__put_u16(out + 6, (uint16_t)((r->active ? GC_ACTIVE : 0) | (r->dry_run ? GC_DRY : 0)));
   ckl__put_u64(out + 8, (uint64_t)r->phase1_start_ns);
   ckl__put_u64(out + 16, (uint64_t)r->began_ns);
   memcpy(out + 24, r->token, CKL_TOKEN_HEX_LEN);
@@ -54,10 +73,11 @@ static int gc_decode(const MDB_val *v, gc_rec *r) {
   const unsigned char *p = v->mv_data;
   if (v->mv_size != GC_LEN || ckl__get_u32(p) != GC_MAGIC) return CKL_ECORRUPT;
   if (ckl__get_u16(p + 4) != GC_VERSION) return CKL_EVERSION;
-  uint16_t active = ckl__get_u16(p + 6);
-  if (active > 1 || !ckl__token_valid((const char *)p + 24, CKL_TOKEN_HEX_LEN))
+  uint16_t flags = ckl__get_u16(p + 6);
+  if ((flags & ~(GC_ACTIVE | GC_DRY)) || !ckl__token_valid((const char *)p + 24, CKL_TOKEN_HEX_LEN))
     return CKL_ECORRUPT;
-  r->active = active;
+  r->active = (flags & GC_ACTIVE) != 0;
+  r->dry_run = (flags & GC_DRY) != 0;
   r->phase1_start_ns = (int64_t)ckl__get_u64(p + 8);
   r->began_ns = (int64_t)ckl__get_u64(p + 16);
   memcpy(r->token, p + 24, CKL_TOKEN_HEX_LEN);
@@ -100,7 +120,7 @@ static int rm_key_split(const MDB_val *k, size_t *snap_len, const char **trash, 
 static int rm_decode(const MDB_val *v, int *marked) {
   const unsigned char *p = v->mv_data;
   if (v->mv_size != RM_LEN || ckl__get_u32(p) != RM_MAGIC || ckl__get_u16(p + 4) != RM_VERSION ||
-      p[6] > 1 || p[7] != 0)
+      p[6] > CKL__RM_SETTLED || p[7] != 0)
     return CKL_ECORRUPT;
   *marked = p[6];
   return 0;
@@ -109,7 +129,7 @@ static int rm_decode(const MDB_val *v, int *marked) {
 static void rm_encode(int marked, unsigned char out[RM_LEN]) {
   ckl__put_u32(out, RM_MAGIC);
   ckl__put_u16(out + 4, RM_VERSION);
-  out[6] = (unsigned char)(marked ? 1 : 0);
+  out[6] = (unsigned char)marked;
   out[7] = 0;
 }
 
@@ -149,6 +169,7 @@ static int rm_push(ckl__removed_list *l, size_t *cap, const MDB_val *k, int mark
 struct begin_ctx {
   const char *token;
   int64_t now;
+  unsigned flags;
   ckl__gc_begin_info *info;
 };
 
@@ -160,9 +181,9 @@ static int gc_begin_txn(ckl__txn *t, void *arg) {
   int rc = gc_get(t, &old);
   if (rc == 0 && old.active) {
     in->recovered = 1;
-    ckl__log_warn("coordination state %s: GC %s (phase 1 from %lld) never finished: "
+    ckl__log_warn("coordination state %s: GC %s%s (phase 1 from %lld) never finished: "
                   "taking over its state", t->e->data_path, old.token,
-                  (long long)old.phase1_start_ns);
+                  old.dry_run ? " (a dry run)" : "", (long long)old.phase1_start_ns);
   } else if (rc == CKL_ECORRUPT || rc == CKL_EVERSION) {
     in->recovered = 1; /* overwritten below */
   } else if (rc < 0 && rc != -ENOENT) {
@@ -191,17 +212,22 @@ static int gc_begin_txn(ckl__txn *t, void *arg) {
                             &in->unparseable);
   if (rc < 0) return rc;
 
-  gc_rec r = {.active = 1, .phase1_start_ns = now, .began_ns = ckl__now_realtime_ns()};
+  gc_rec r = {.active = 1,
+              .dry_run = (c->flags & CKL__GC_DRY_RUN) != 0,
+              .phase1_start_ns = now,
+              .began_ns = ckl__now_realtime_ns()};
   memcpy(r.token, c->token, sizeof r.token);
   if ((rc = gc_put(t, &r)) < 0) return rc;
   in->phase1_start_ns = now;
   return CKL_FAILPOINT("state.gc_begin.before_commit");
 }
 
-int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
-                        ckl__gc_begin_info *info) {
-  if (!gc_token || !ckl__token_valid(gc_token, strlen(gc_token)) || !info) return -EINVAL;
-  struct begin_ctx c = {gc_token, now_ns, info};
+int ckl__state_gc_begin_flags(ckl__state *st, const char *gc_token, int64_t now_ns,
+                              unsigned flags, ckl__gc_begin_info *info) {
+  if (!gc_token || !ckl__token_valid(gc_token, strlen(gc_token)) || !info ||
+      (flags & ~CKL__GC_DRY_RUN))
+    return -EINVAL;
+  struct begin_ctx c = {gc_token, now_ns, flags, info};
   int rc = ckl__state_run(st, 1, gc_begin_txn, &c);
   if (rc < 0) return rc;
   if (info->unparseable > 0)
@@ -209,6 +235,11 @@ int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
                   "writers from time 0: this GC will sweep nothing (remove them with "
                   "`chunklock locks`)", gc_token, info->unparseable);
   return CKL_FAILPOINT("state.gc_begin.after_commit");
+}
+
+int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
+                        ckl__gc_begin_info *info) {
+  return ckl__state_gc_begin_flags(st, gc_token, now_ns, 0, info);
 }
 
 /* ---- forget ---------------------------------------------------------------- */
@@ -222,14 +253,14 @@ struct forget_ctx {
 static int forget_txn(ckl__txn *t, void *arg) {
   struct forget_ctx *c = arg;
   gc_rec g;
-  int active;
+  int verdict;
   int rc = gc_get(t, &g);
-  if (rc == 0) active = g.active;
-  else if (rc == -ENOENT) active = 0;
-  else if (rc == CKL_ECORRUPT || rc == CKL_EVERSION) active = 1; /* unknown: keep in trash */
+  if (rc == 0 && g.active) verdict = g.dry_run ? CKL__FORGET_DRY_GC : CKL__FORGET_KEEP;
+  else if (rc == 0 || rc == -ENOENT) verdict = CKL__FORGET_NO_GC;
+  else if (rc == CKL_ECORRUPT || rc == CKL_EVERSION) verdict = CKL__FORGET_KEEP; /* unknown */
   else return rc;
 
-  if (active) {
+  if (verdict != CKL__FORGET_NO_GC) {
     /* The entry goes in before the rename: a full map surfaces here, where
      * the body can still be replayed, not after the irrevocable step. */
     size_t sl = strlen(c->snap), tl = strlen(c->trash);
@@ -238,7 +269,9 @@ static int forget_txn(ckl__txn *t, void *arg) {
     key[sl] = '\0';
     memcpy(key + sl + 1, c->trash, tl);
     unsigned char val[RM_LEN];
-    rm_encode(0, val);
+    /* Settled: the dry run must not go looking for a copy its forget is
+     * free to delete the moment this transaction commits. */
+    rm_encode(verdict == CKL__FORGET_DRY_GC ? CKL__RM_SETTLED : CKL__RM_UNMARKED, val);
     MDB_val k = {sl + 1 + tl, key}, v = {RM_LEN, val};
     if ((rc = mdb_put(t->txn, t->e->dbi_removed, &k, &v, 0)))
       return ckl__mdb_err(t, rc, "adding to the removed set");
@@ -247,10 +280,10 @@ static int forget_txn(ckl__txn *t, void *arg) {
   t->no_retry = 1;
   /* The move happens while we hold LMDB's writer mutex: no GC transaction
    * can flip gc_active between our read above and the commit below. */
-  rc = c->fn(c->arg, active);
+  rc = c->fn(c->arg, verdict);
   if (rc < 0) return rc; /* aborted: the entry (if any) is dropped */
   if ((rc = CKL_FAILPOINT("state.forget.before_commit")) < 0) return rc;
-  return active;
+  return verdict;
 }
 
 int ckl__state_forget_txn(ckl__state *st, const char *snapshot_rel, const char *trash_rel,
@@ -307,10 +340,10 @@ static int take_txn(ckl__txn *t, void *arg) {
       err = CKL_ECORRUPT;
       break;
     }
-    if (marked) continue;
-    if ((err = rm_push(c->out, &cap, &k, 0)) < 0) break;
+    if (marked != CKL__RM_UNMARKED) continue; /* handed out before, or settled */
+    if ((err = rm_push(c->out, &cap, &k, CKL__RM_UNMARKED)) < 0) break;
     unsigned char val[RM_LEN];
-    rm_encode(1, val);
+    rm_encode(CKL__RM_MARKED, val);
     MDB_val nv = {RM_LEN, val};
     if ((rc = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT))) break;
   }
@@ -379,10 +412,10 @@ static int removed_list_txn(ckl__txn *t, void *arg) {
   MDB_val k, v;
   int err = 0;
   while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-    int marked = 0;
+    int marked = CKL__RM_UNMARKED;
     /* An undecodable value still names a trashed snapshot in its key:
      * list it (as unmarked) so the purge can remove it. */
-    if (rm_decode(&v, &marked) < 0) marked = 0;
+    if (rm_decode(&v, &marked) < 0) marked = CKL__RM_UNMARKED;
     if ((err = rm_push(out, &cap, &k, marked)) < 0) break;
   }
   mdb_cursor_close(cur);
@@ -445,6 +478,7 @@ static int gc_info_txn(ckl__txn *t, void *arg) {
   int rc = gc_get(t, &g);
   if (rc == 0) {
     out->active = g.active;
+    out->dry_run = g.dry_run;
     memcpy(out->token, g.token, sizeof out->token);
     out->phase1_start_ns = g.phase1_start_ns;
     out->began_ns = g.began_ns;
@@ -459,9 +493,9 @@ static int gc_info_txn(ckl__txn *t, void *arg) {
     return ckl__mdb_err(t, rc, "opening a removed-set cursor");
   MDB_val k, v;
   while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-    int marked = 0;
+    int marked = CKL__RM_UNMARKED;
     out->removed++;
-    if (rm_decode(&v, &marked) < 0 || !marked) out->unmarked++;
+    if (rm_decode(&v, &marked) < 0 || marked == CKL__RM_UNMARKED) out->unmarked++;
   }
   mdb_cursor_close(cur);
   return rc == MDB_NOTFOUND ? 0 : ckl__mdb_err(t, rc, "reading the removed set");

@@ -7,7 +7,11 @@
  * Invariants this file keeps:
  *   G1  No sweep unless the mark saw every index that existed at
  *       phase1_start, or knows (removed-during-GC set) that the snapshot
- *       was forgotten and will be marked from .trash.
+ *       was forgotten and will be marked from .trash. A dry run keeps G1
+ *       for its report, except that its forgets are settled instead of
+ *       kept: the forget deleted the copy at once (datastore/forget.c),
+ *       the dry run does not mark it, and reports the snapshot's chunks
+ *       as garbage, as a GC that starts now would free them.
  *   G2  gc_active is cleared on every path out of this function: by the
  *       final removed-set transaction on success, by gc_abort otherwise.
  *       A crash leaves it set; the next gc_begin (under the GC lock)
@@ -28,7 +32,6 @@
 #include "datastore/state.h"
 #include "datastore/store_internal.h"
 #include "datastore/digest_set.h"
-#include "datastore/ops_internal.h"
 #include "gc/gc_internal.h"
 #include "gc/mark.h"
 #include "gc/sweep.h"
@@ -180,6 +183,9 @@ static int mark_listed(gc_run *g) {
         ckl__log_error("gc: index files of %s vanished during the mark, and the snapshot was "
                        "not forgotten: aborting before the sweep", rel);
         rc = CKL_EGCABORT;
+      } else if (g->o->dry_run) {
+        ckl__log_info("gc (dry run): %s was forgotten during the mark and deleted: its chunks "
+                      "count as garbage unless something else references them", rel);
       }
     }
   }
@@ -211,9 +217,10 @@ static int mark_removed_set(gc_run *g) {
       bool vanished = false;
       rc = mark_snapshot_dir(g, l.v[i].trash_rel, &vanished);
       if (rc == -ENOENT || vanished) {
-        /* The trash copy is only deleted by a GC purge or by a forget that
-         * ran while gc_active was clear: neither can happen while this
-         * entry is unmarked. A missing one means someone else deleted it. */
+        /* The trash copy is only deleted by a GC purge, by a forget that
+         * ran while gc_active was clear, or by the forget of a settled
+         * entry (a dry run's), which is never handed out: none can happen
+         * to this entry. A missing one means someone else deleted it. */
         ckl__log_error("gc: forgotten snapshot %s is missing from %s: aborting",
                        l.v[i].snapshot_rel, l.v[i].trash_rel);
         rc = CKL_EGCABORT;
@@ -322,7 +329,9 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   if (rc < 0) goto out;
 
   ckl__gc_begin_info bi;
-  rc = ckl__state_gc_begin(g.state, g.token, 0, &bi);
+  /* The dry-run flag tells forgets not to leave their snapshots for us
+   * (datastore/state_gc.c): we hold no deleter guard to purge them. */
+  rc = ckl__state_gc_begin_flags(g.state, g.token, 0, o->dry_run ? CKL__GC_DRY_RUN : 0, &bi);
   if (rc < 0) goto out;
   began = true;
   if (bi.recovered)
@@ -391,28 +400,10 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   if (!o->dry_run) rc = purge_trash(&g);
   r->purge_ns = ckl__now_monotonic_ns() - t0;
   if (rc < 0) goto out;
-  /* The removed set has served its purpose (its snapshots are purged). */
+  /* The removed set has served its purpose: its snapshots are purged, or
+   * (a dry run's, all settled) were deleted by their forgets. */
   int er = ckl__state_gc_end(g.state, g.token);
   if (er < 0) ckl__log_warn("gc: could not clear the removed-during-GC set: %s", ckl_strerror(er));
-  if (o->dry_run && er == 0) {
-    /* A forget that ran during this mark saw gc_active and left its
-     * snapshot in .trash for us instead of deleting it. A dry run purges
-     * nothing of its own, but must not keep the forget's deletion waiting
-     * for some later forget or GC (the space stays used, fsck reports the
-     * entry). With gc_active now clear, these entries are exactly what
-     * ckl__trash_purge_stale removes; it is a deletion, so only under the
-     * deleter guard: while the store is frozen they wait, as any forget's
-     * would. */
-    ckl_freeze_opts fo = {.timeout_ms = CKL_TRY, .operation = "gc"};
-    if (ckl_deleter_acquire(st, &del, &fo) == 0) {
-      int pr = ckl__trash_purge_stale(st, g.state);
-      if (pr < 0) ckl__log_warn("gc (dry run): purging the trash: %s", ckl_strerror(pr));
-      ckl_deleter_release(&del);
-    } else {
-      ckl__log_info("gc (dry run): the store is frozen: forgotten snapshots stay in %s until "
-                    "the next forget or GC", st->trash_path);
-    }
-  }
   r->end_ns = ckl__now_realtime_ns();
   if (!o->dry_run) {
     rc = CKL_FAILPOINT("gc.status.before_write");

@@ -54,7 +54,9 @@ extern "C" {
 #endif
 
 typedef struct ckl_gc_opts {
-  int dry_run;              /* report what would be removed; remove nothing */
+  int dry_run;              /* report what would be removed; remove nothing.
+                               Forgets during it delete at once, and their
+                               chunks count as garbage (docs/gc.md) */
   int exclusive;            /* strict mode: process locker exclusive too */
   int64_t wait_ms;          /* lock waits: CKL_TRY (default), ms, CKL_FOREVER */
   int64_t atime_safety_s;   /* < 0 or unset (0 with use_safety == 0): store config */

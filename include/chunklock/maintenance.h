@@ -30,7 +30,8 @@ typedef struct ckl_forget_opts {
 
 /** ckl_forget's non-negative results. */
 #define CKL_FORGET_DELETED 0 /* deleted at once */
-#define CKL_FORGET_TRASHED 1 /* left in .trash for the GC that is marking */
+#define CKL_FORGET_TRASHED 1 /* left in .trash for the GC that is marking
+                                (never for a dry-run GC: it deletes nothing) */
 
 /**
  * Forget a snapshot (complete, or abandoned by a backup that died).

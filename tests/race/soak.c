@@ -269,12 +269,12 @@ static void print_report(json_t *j, uint64_t total, uint64_t inter) {
 static void usage(FILE *f) {
   fprintf(f, "usage: soak [--seconds N] [--procs P] [--threads T] [--seed S] [--dir DIR]\n"
              "            [--crash] [--check-every SEC] [--json FILE] [--keep]\n"
-             "            [--strict-holder] [--no-dry-run-gc]\n");
+             "            [--strict-holder]\n");
 }
 
 int main(int argc, char **argv) {
   int64_t seconds = 60, check_every = 5;
-  int procs = 4, threads = 4, crash = 0, keep = 0, strict_holder = 0, dry_gc = 1;
+  int procs = 4, threads = 4, crash = 0, keep = 0, strict_holder = 0;
   uint64_t seed = 0;
   int have_seed = 0;
   const char *dir = NULL, *json_path = NULL;
@@ -284,7 +284,7 @@ int main(int argc, char **argv) {
       {"dir", required_argument, 0, 'd'},     {"crash", no_argument, 0, 'c'},
       {"check-every", required_argument, 0, 'e'}, {"json", required_argument, 0, 'j'},
       {"keep", no_argument, 0, 'k'},         {"strict-holder", no_argument, 0, 'u'},
-      {"no-dry-run-gc", no_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
@@ -298,7 +298,6 @@ int main(int argc, char **argv) {
       case 'j': json_path = optarg; break;
       case 'k': keep = 1; break;
       case 'u': strict_holder = 1; break;
-      case 'n': dry_gc = 0; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
@@ -315,7 +314,6 @@ int main(int argc, char **argv) {
   soak->threads = threads;
   soak->crash = crash;
   soak->seconds = seconds;
-  soak->dry_gc = dry_gc;
   atomic_store(&soak->strict_holder, strict_holder);
   char *base = dir ? strdup(dir) : ckl_test_mkdtemp("soak");
   snprintf(soak->store, sizeof soak->store, "%s/store", base);

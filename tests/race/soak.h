@@ -111,7 +111,6 @@ typedef struct soak_shm {
   /* configuration, set before the first fork */
   uint64_t seed;
   int procs, threads, crash, verbose;
-  int dry_gc; /* 0 with --no-dry-run-gc */
   int64_t seconds;
   char store[PATH_MAX];
 

@@ -587,7 +587,7 @@ static void op_gc(soak_worker *w, int strict) {
   ckl_holder who = {0};
   ckl_gc_opts o = {.exclusive = strict, .busy_holder = &who, .threads = 1};
   o.wait_ms = soak_below(&w->rng, 2) ? 20 : CKL_TRY;
-  o.dry_run = soak->dry_gc && soak_below(&w->rng, 10) == 0;
+  o.dry_run = soak_below(&w->rng, 10) == 0;
   ckl_gc_result res;
   int rc = ckl_gc_run(w->st, &o, &res);
   if (rc == 0) {

@@ -121,8 +121,8 @@ typedef struct mv {
   const char *from, *to;
 } mv;
 
-static int do_move(void *arg, int gc_active) {
-  (void)gc_active;
+static int do_move(void *arg, int verdict) {
+  (void)verdict;
   mv *m = arg;
   return rename(m->from, m->to) == 0 ? 0 : -errno;
 }
@@ -137,15 +137,16 @@ int gcfx_forget(gcfx *f, const char *name) {
   snprintf(trash_rel, sizeof trash_rel, ".trash/%s", tok);
   snprintf(to, sizeof to, "%s/%s", f->dir, trash_rel);
   mv m = {from, to};
-  int active = ckl__state_forget_txn(state, name, trash_rel, do_move, &m);
-  assert_true(active == 0 || active == 1);
-  if (!active) {
+  int verdict = ckl__state_forget_txn(state, name, trash_rel, do_move, &m);
+  assert_true(verdict == CKL__FORGET_NO_GC || verdict == CKL__FORGET_KEEP ||
+              verdict == CKL__FORGET_DRY_GC);
+  if (verdict != CKL__FORGET_KEEP) {
     int tfd = open(f->st->trash_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     assert_int_equal(ckl__atomic_rmtree_at(tfd, tok), 0);
     close(tfd);
   }
   ckl__state_close(state);
-  return active;
+  return verdict;
 }
 
 int gcfx_gc_active(gcfx *f) {

@@ -33,7 +33,8 @@ void gcfx_age_chunks(gcfx *f, int64_t age_s);
 /* Does chunk `id` exist at its final name? */
 bool gcfx_has(gcfx *f, uint32_t id);
 /* Forget as the datastore does: state forget transaction + rename into
- * .trash; delete at once when no GC is active. Returns gc_active. */
+ * .trash; delete at once unless a GC that sweeps is marking. Returns the
+ * transaction's verdict: CKL__FORGET_NO_GC (0), _KEEP (1), _DRY_GC (2). */
 int gcfx_forget(gcfx *f, const char *name);
 /* Is gc_active set in the coordination state? */
 int gcfx_gc_active(gcfx *f);

@@ -2,7 +2,8 @@
  * backup or other forget that holds the snapshot, CKL_ETIMEDOUT on the
  * manifest lock) and exact on-disk outcomes (deleted at once without a
  * GC; left in .trash and recorded in the removed-during-GC set while a GC
- * marks; lock files unlinked; stale trash purged by the next forget). */
+ * marks; recorded but deleted at once while a dry-run GC marks; lock files
+ * unlinked; stale trash purged by the next forget). */
 // ctest-labels: threads
 #include "testutil.h"
 
@@ -109,6 +110,45 @@ static void test_gc_active_leaves_trash(void **state) {
   free(ti);
   free(tm);
   free(lk);
+}
+
+/* A dry-run GC marking: the forget records the snapshot (settled, so the
+ * dry run's mark knows it was forgotten) and deletes it at once. A settled
+ * copy that stayed in .trash (its forget failed before its delete) is
+ * nobody's: the next forget purges it although the dry run still marks. */
+static void test_dry_run_gc_deletes_at_once(void **state) {
+  ops_store *s = *state;
+  ckl_snapshot_name n = ops_make_snapshot(s->st, "host", "a", 0, 1);
+  ckl_snapshot_name n2 = ops_make_snapshot(s->st, "host", "a", 60, 2);
+  ckl_snapshot_name n3 = ops_make_snapshot(s->st, "host", "a", 120, 3);
+  ckl__state *gs;
+  assert_int_equal(ckl__state_open(s->path, &gs), 0);
+  char tok[33];
+  assert_int_equal(ckl__random_token(tok), 0);
+  ckl__gc_begin_info gi;
+  assert_int_equal(ckl__state_gc_begin_flags(gs, tok, 0, CKL__GC_DRY_RUN, &gi), 0);
+  assert_int_equal(ckl_forget(s->st, &n, NULL), CKL_FORGET_DELETED);
+  assert_false(ops_snap_exists(s, &n));
+  assert_int_equal(ops_trash_count(s), 0);
+  char *lk = lock_file(s, &n, ".lck");
+  assert_false(ops_exists(lk));
+  free(lk);
+  assert_int_equal(ckl__state_is_removed(gs, "host/a/2023-11-14T22:13:20Z"), 1);
+  /* n2's forget fails after the move, before its delete */
+  assert_int_equal(ckl_failpoint_arm("forget.after_move", "1*error(EIO)"), 0);
+  assert_int_equal(ckl_forget(s->st, &n2, NULL), -EIO);
+  assert_int_equal(ops_trash_count(s), 1);
+  ckl__removed_list l;
+  assert_int_equal(ckl__state_removed_list(gs, &l), 0);
+  assert_int_equal(l.n, 2);
+  for (size_t i = 0; i < l.n; i++) assert_int_equal(l.v[i].marked, CKL__RM_SETTLED);
+  ckl__removed_list_free(&l);
+  assert_int_equal(ckl_forget(s->st, &n3, NULL), CKL_FORGET_DELETED);
+  assert_int_equal(ops_trash_count(s), 0);
+  /* nothing for the dry run to mark */
+  assert_int_equal(ckl__state_removed_take_unmarked(gs, tok, &l), 0);
+  assert_int_equal(ckl__state_gc_end(gs, tok), 0);
+  ckl__state_close(gs);
 }
 
 /* The move happened but the state transaction failed: the snapshot is in
@@ -302,7 +342,7 @@ int main(void) {
       T(test_gc_active_leaves_trash), T(test_commit_failure_after_move),
       T(test_busy_reader_in_process), T(test_busy_reader_across_processes),
       T(test_busy_verify_and_forget), T(test_busy_backup),
-      T(test_manifest_lock_deadline),
+      T(test_manifest_lock_deadline),     T(test_dry_run_gc_deletes_at_once),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -341,6 +341,69 @@ static void test_forget_during_mark_other_process(void **state) {
   assert_false(gcfx_has(f, 1));
 }
 
+static int child_forget_dry(void *arg) {
+  gcfx *f = arg;
+  if (gcfx_forget(f, S0) != CKL__FORGET_DRY_GC) return 1;
+  return ckl_test_count_entries(f->st->trash_path, NULL) == 0 ? 0 : 2;
+}
+
+/* A forget (another process) during a dry run's mark: recorded settled and
+ * deleted at once; the dry run accepts the vanished index (G1), never
+ * looks for the copy, and counts S0's unique chunk as garbage. */
+static void test_forget_during_dry_run_mark(void **state) {
+  gcfx *f = *state;
+  uint32_t s0[] = {1, 2}, s2[] = {2, 3};
+  gcfx_snapshot(f, S0, s0, 2);
+  gcfx_snapshot(f, S2, s2, 2);
+  gcfx_age_chunks(f, 3600);
+  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
+  gc_thread t = {.f = f, .o = zero_safety()};
+  t.o.dry_run = 1;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget_dry, f)), 0);
+  ckl_failpoint_release("gc.mark.after_list");
+  pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(t.rc, 0);
+  assert_int_equal(t.r.index_files, 1);
+  assert_int_equal(t.r.removed_set_snapshots, 0);
+  assert_int_equal(t.r.referenced_chunks, 2);
+  assert_int_equal(t.r.disk_chunks, 3);
+  assert_int_equal(t.r.removed_chunks, 1); /* chunk 1, S0's alone */
+  for (uint32_t i = 1; i <= 3; i++) assert_true(gcfx_has(f, i));
+  assert_int_equal(gcfx_gc_active(f), 0);
+}
+
+/* A forget after the dry run marked the listed snapshots, before its
+ * removed-set loop: the settled entry is not handed out (its copy is
+ * gone: marking it would abort), and the chunks were already marked. */
+static void test_forget_before_dry_run_removed_set(void **state) {
+  gcfx *f = *state;
+  uint32_t s0[] = {1}, s2[] = {2};
+  gcfx_snapshot(f, S0, s0, 1);
+  gcfx_snapshot(f, S2, s2, 1);
+  gcfx_age_chunks(f, 3600);
+  assert_int_equal(ckl_failpoint_arm("gc.mark.before_removed_set", "pause"), 0);
+  gc_thread t = {.f = f, .o = zero_safety()};
+  t.o.dry_run = 1;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, 10000), 0);
+  assert_int_equal(gcfx_forget(f, S2), CKL__FORGET_DRY_GC);
+  assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 0);
+  ckl_failpoint_release("gc.mark.before_removed_set");
+  pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(t.rc, 0);
+  assert_int_equal(t.r.index_files, 2);
+  assert_int_equal(t.r.removed_set_snapshots, 0);
+  assert_int_equal(t.r.removed_chunks, 0);
+  /* after it, forgets delete at once and are not recorded */
+  assert_int_equal(gcfx_forget(f, S0), CKL__FORGET_NO_GC);
+}
+
 /* G1: an index removed behind GC's back (not via forget) aborts the GC
  * before any sweep. */
 static void test_index_removed_behind_back(void **state) {
@@ -473,6 +536,8 @@ int main(void) {
       T(test_proxmox_race),
       T(test_forget_before_removed_set),
       T(test_forget_during_mark_other_process),
+      T(test_forget_during_dry_run_mark),
+      T(test_forget_before_dry_run_removed_set),
       T(test_index_removed_behind_back),
       T(test_unreadable_index_aborts),
       T(test_atime_check_refuses),

@@ -1,8 +1,9 @@
 /* The GC state and the removed-during-GC set: gc_begin across processes,
- * forget recorded only while a GC marks, the take-unmarked loop that ends
- * the mark phase, abort and token ownership, undecodable records, a lost
- * state, a crash in the middle of a GC, and a forget racing the GC's final
- * check (threads and processes). */
+ * forget recorded only while a GC marks (settled for a dry run, whose
+ * forgets delete at once), the take-unmarked loop that ends the mark
+ * phase, abort and token ownership, undecodable records, a lost state, a
+ * crash in the middle of a GC, and a forget racing the GC's final check
+ * (threads and processes). */
 // ctest-labels: threads
 #include "testutil.h"
 
@@ -383,6 +384,99 @@ static void test_undecodable_gc_state(void **state) {
   ckl__state_close(st);
 }
 
+/* A GC record as gc_begin writes it (datastore/state_gc.c), with any
+ * flags: how the test checks the layout and plants unknown bits. */
+static void put_le(unsigned char *p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_gc_record(ckl__state *st, unsigned flags, const char *token) {
+  unsigned char rec[24 + CKL_TOKEN_HEX_LEN];
+  put_le(rec, 0x474c4b43u, 4); /* "CKLG" */
+  put_le(rec + 4, 1, 2);       /* version */
+  put_le(rec + 6, flags, 2);
+  put_le(rec + 8, 1000, 8);    /* phase1_start */
+  put_le(rec + 16, 1000, 8);   /* began */
+  memcpy(rec + 24, token, CKL_TOKEN_HEX_LEN);
+  assert_int_equal(ckl__state_raw_put(st, "gc", "gc", 2, rec, sizeof rec), 0);
+}
+
+/* A dry-run GC: forgets are recorded settled (the mark knows the index was
+ * forgotten) and told to delete at once; settled entries are never handed
+ * out; a GC that sweeps, even one taking over a dead dry run, gets its
+ * forgets kept in .trash again. */
+static void test_dry_run_forgets_settled(void **state) {
+  (void)state;
+  ckl__state *st = open_state();
+  ckl__gc_begin_info bi;
+  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, 4u, &bi), -EINVAL);
+  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
+  ckl__gc_info gi;
+  assert_int_equal(ckl__state_gc_info(st, &gi), 0);
+  assert_int_equal(gi.active, 1);
+  assert_int_equal(gi.dry_run, 1);
+  make_snapshot("vm/1/A");
+  struct mover ma = {.snap = "vm/1/A", .trash = ".trash/A"};
+  assert_int_equal(ckl__state_forget_txn(st, "vm/1/A", ".trash/A", move_fn, &ma),
+                   CKL__FORGET_DRY_GC);
+  assert_int_equal(ma.saw_active, CKL__FORGET_DRY_GC);
+  assert_true(exists(".trash/A")); /* moved; deleting it is the forget's job */
+  assert_int_equal(ckl__state_is_removed(st, "vm/1/A"), 1);
+  ckl__removed_list rl;
+  assert_int_equal(ckl__state_removed_list(st, &rl), 0);
+  assert_int_equal(rl.n, 1);
+  assert_string_equal(rl.v[0].trash_rel, ".trash/A");
+  assert_int_equal(rl.v[0].marked, CKL__RM_SETTLED);
+  ckl__removed_list_free(&rl);
+  assert_int_equal(ckl__state_gc_info(st, &gi), 0);
+  assert_int_equal(gi.removed, 1);
+  assert_int_equal(gi.unmarked, 0);
+  /* nothing to hand out: the mark phase ends at once */
+  assert_int_equal(ckl__state_removed_take_unmarked(st, GC1, &rl), 0);
+  assert_int_equal(rl.n, 0);
+  assert_int_equal(ckl__state_gc_info(st, &gi), 0);
+  assert_int_equal(gi.active, 0);
+  assert_int_equal(gi.dry_run, 1);
+  make_snapshot("vm/1/B");
+  struct mover mb = {.snap = "vm/1/B", .trash = ".trash/B"};
+  assert_int_equal(ckl__state_forget_txn(st, "vm/1/B", ".trash/B", move_fn, &mb),
+                   CKL__FORGET_NO_GC);
+  assert_int_equal(ckl__state_is_removed(st, "vm/1/B"), 0);
+  assert_int_equal(ckl__state_gc_end(st, GC1), 0);
+
+  /* a dry run dies; a GC that sweeps takes over: its forgets are kept */
+  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC2, 0, &bi), 0);
+  assert_int_equal(bi.recovered, 1);
+  assert_true(ckl_test_logged("(a dry run)"));
+  assert_int_equal(ckl__state_gc_info(st, &gi), 0);
+  assert_int_equal(gi.dry_run, 0);
+  make_snapshot("vm/1/C");
+  struct mover mc = {.snap = "vm/1/C", .trash = ".trash/C"};
+  assert_int_equal(ckl__state_forget_txn(st, "vm/1/C", ".trash/C", move_fn, &mc),
+                   CKL__FORGET_KEEP);
+  assert_int_equal(ckl__state_removed_take_unmarked(st, GC2, &rl), 1);
+  assert_string_equal(rl.v[0].snapshot_rel, "vm/1/C");
+  ckl__removed_list_free(&rl);
+  assert_int_equal(ckl__state_gc_end(st, GC2), 0);
+
+  /* the record's layout: flags 3 = active dry run; an unknown bit does not
+   * decode, and an undecodable record keeps the copy (the safe answer) */
+  put_gc_record(st, 3, GC1);
+  make_snapshot("vm/1/D");
+  struct mover md = {.snap = "vm/1/D", .trash = ".trash/D"};
+  assert_int_equal(ckl__state_forget_txn(st, "vm/1/D", ".trash/D", move_fn, &md),
+                   CKL__FORGET_DRY_GC);
+  put_gc_record(st, 1 | 4, GC1);
+  assert_int_equal(ckl__state_gc_info(st, &gi), 0);
+  assert_int_equal(gi.unparseable, 1);
+  make_snapshot("vm/1/E");
+  struct mover me = {.snap = "vm/1/E", .trash = ".trash/E"};
+  assert_int_equal(ckl__state_forget_txn(st, "vm/1/E", ".trash/E", move_fn, &me),
+                   CKL__FORGET_KEEP);
+  ckl__state_close(st);
+}
+
 /* The state vanishes under a GC: its next step learns it lost the state. */
 static void test_state_lost_mid_gc(void **state) {
   (void)state;
@@ -613,6 +707,7 @@ int main(void) {
       T(test_forget_errors),
       T(test_take_unmarked_loop),
       T(test_gc_abort_clears),
+      T(test_dry_run_forgets_settled),
       T(test_undecodable_gc_state),
       T(test_state_lost_mid_gc),
       T(test_crash_mid_gc_recovered),
