@@ -52,6 +52,11 @@ bool ckl__reprobe_next(ckl__reprobe *r) {
   int64_t now = ckl__now_monotonic_ns();
   if (r->tries == 0) r->end_ns = now + (int64_t)CKL__REPROBE_MS * 1000000;
   if (now >= r->end_ns) return false;
+  /* Tests park a contender here (it found the lock held and nobody to
+   * name) while the holder names itself or leaves. Any error action ends
+   * the re-probe: the answer is busy, unnamed, at once. */
+  if (CKL_FAILPOINT("busy.reprobe") < 0) return false;
+  now = ckl__now_monotonic_ns(); /* a pause may have outlasted the bound: retry once anyway */
   if (r->tries < REPROBE_YIELDS) {
     sched_yield();
   } else {
