@@ -259,8 +259,10 @@ static int enter(ckl_store *st, role r, const char *op, int64_t timeout_ms, ckl_
         }
         ckl__close(pfd);
         /* Nameless: the holder may be leaving right now; enter again for a
-         * short bound (locks/busy.c) rather than report a false busy. */
-        if (!busy->known && ckl__reprobe_next(&rp)) continue;
+         * short bound (locks/busy.c) rather than report a false busy. Not
+         * for a busy entry mutex: that was polled for ENTRY_WAIT_MS already
+         * and has no name to find. */
+        if (blocker != ENTRY_BYTE && !busy->known && ckl__reprobe_next(&rp)) continue;
       }
       if (fd == CKL_EREPLACED) return CKL_ETIMEDOUT;
       return timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
