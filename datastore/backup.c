@@ -15,14 +15,24 @@
  * created under the lock). The waits that remain are the process locker's
  * deadline and the manifest lock's; all the others never wait.
  *
- * The writer rule (docs/state.md). The roster record is written after the
- * locks and before the first chunk is touched or inserted, and removed
- * only after the manifest is written. Before the manifest, the record is
+ * The writer rule (docs/state.md). The roster record is written before the
+ * first lock (so before the first chunk is touched or inserted), and
+ * removed only after the manifest is written and the locks are released.
+ *
+ * Naming (issue 7). A strict GC or an exclusive freeze of another process
+ * that finds the process locker held shared names the holder from the
+ * roster (the oldest writer, datastore/ops_common.c), and a forget that
+ * finds the base locked names the "backup-base" record. So each record
+ * spans its lock: registered BEFORE the lock is requested, deregistered
+ * AFTER it is released. A record without its lock (a backup still queuing
+ * for the process locker, or one that has just let go) is harmless: the
+ * roster is asked only when the kernel says the lock IS held, and the
+ * record is then a writer's that holds it or is about to. Before the manifest, the record is
  * refreshed: if it is gone (reaped, or the state was recreated), a GC may
  * be running that never saw this writer and computed a sweep cutoff that
  * does not protect the chunks touched so far, so the snapshot is not
  * published (CKL_ELOCKLOST) and is removed. If the record vanishes in the
- * short window between the refresh and the deregister, the manifest is
+ * short window between the refresh and the final check, the manifest is
  * already written but nobody can have used the snapshot yet (we still hold
  * its exclusive lock): it is withdrawn through the forget path all the
  * same.
@@ -123,12 +133,6 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
                     strerror(errno));
     ckl_path_lock_unlink(&b->snap_lock);
   }
-  /* Deregister only once the snapshot is published or gone (the writer
-   * rule: registered for as long as its chunks may be unreferenced). */
-  int rc = ckl__ops_deregister(b->state, b->token);
-  if (rc < 0 && rc != -ENOENT)
-    ckl__log_warn("%s: backup %s: deregister: %s", st->path, b->name_str, ckl_strerror(rc));
-  (void)ckl__ops_deregister(b->state, b->base_token);
   ckl_path_lock_release(&b->snap_lock);
   ckl_path_lock_release(&b->base_lock);
   ckl_path_lock_release(&b->group_lock);
@@ -136,6 +140,13 @@ static void teardown(ckl_backup *b, bool remove_snapshot) {
     ckl_proclock_release(&b->pg);
     ckl_lock_order_pop(&b->order, CKL_LEVEL_PROCESS);
   }
+  /* Deregister only once the snapshot is published or gone (the writer
+   * rule: registered for as long as its chunks may be unreferenced) and
+   * the locks the records name are released (see the header). */
+  int rc = ckl__ops_deregister(b->state, b->token);
+  if (rc < 0 && rc != -ENOENT)
+    ckl__log_warn("%s: backup %s: deregister: %s", st->path, b->name_str, ckl_strerror(rc));
+  (void)ckl__ops_deregister(b->state, b->base_token);
   ckl__ops_state_close(st, b->state);
   ckl__digest_set_free(&b->known);
   free(b->files);
@@ -175,8 +186,13 @@ static int lock_base(ckl_backup *b, ckl_holder *who, bool latest) {
   ckl_store *st = b->st;
   char base_str[CKL_SNAP_NAME_MAX + 1];
   ckl__ops_snap_str(&b->base, base_str);
+  /* Named in busy messages of a forget of the base: registered before the
+   * lock (see the header); failing to register costs only that name. */
+  if (ckl__ops_register(st, b->state, "backup-base", base_str, 0, b->base_token) < 0)
+    b->base_token[0] = '\0';
   ckl_snap_lock_opts so = {.order = &b->order, .busy_holder = who};
   int rc = ckl_snapshot_lock(st, &b->base, CKL_LOCK_SHARED, &b->base_lock, &so);
+  if (rc < 0) (void)ckl__ops_deregister(b->state, b->base_token);
   if (rc == CKL_EBUSY) log_busy(st, "base snapshot", base_str, who);
   if (rc == -ENOENT && latest)
     ckl__log_debug("%s: backup: newest snapshot %s was forgotten before it could be locked as "
@@ -189,10 +205,6 @@ static int lock_base(ckl_backup *b, ckl_holder *who, bool latest) {
                    base_str);
     return -ENOENT;
   }
-  /* Named in busy messages of a forget of the base; failing to register
-   * costs only that name. */
-  if (ckl__ops_register(st, b->state, "backup-base", base_str, 0, b->base_token) < 0)
-    b->base_token[0] = '\0';
   return 0;
 }
 
@@ -235,6 +247,12 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
   char gname[CKL_SNAP_NAME_MAX + 1];
   snprintf(gname, sizeof gname, "%s/%s", g->type, g->id);
   int rc = ckl__ops_state_open(st, &b->state);
+  if (rc < 0) return rc;
+
+  /* 0. the writer record, before the first lock (see the header) and so
+   * before any chunk is touched */
+  rc = ckl__ops_register(st, b->state, "backup", b->name_str,
+                         CKL_ROSTER_WRITER | CKL_ROSTER_EXCLUSIVE, b->token);
   if (rc < 0) return rc;
 
   /* 1. process locker, shared (a strict GC or maintenance excludes us) */
@@ -290,14 +308,11 @@ static int begin_steps(ckl_backup *b, const ckl_group_name *g, const ckl_backup_
   if (rc < 0) return rc;
   if ((rc = precreate_manifest_lock(b)) < 0) return rc;
   if ((rc = CKL_FAILPOINT("backup.after_locks")) < 0) return rc;
-
-  /* 5. the writer record, before any chunk is touched */
-  rc = ckl__ops_register(st, b->state, "backup", b->name_str,
-                         CKL_ROSTER_WRITER | CKL_ROSTER_EXCLUSIVE, b->token);
-  if (rc < 0) return rc;
+  /* The writer record was made at step 0; this step keeps its name for
+   * the harnesses (race matrix, soak) that park a backup here. */
   if ((rc = CKL_FAILPOINT("backup.after_register")) < 0) return rc;
 
-  /* 6. the directory */
+  /* 5. the directory */
   if ((rc = ckl__ops_make_group_dir(st, g)) < 0) {
     ckl__log_error("%s/%s: cannot create the group directory: %s", st->path, gname,
                    ckl_strerror(rc));
@@ -595,16 +610,23 @@ static int finish_steps(ckl_backup *b) {
     }
   }
   if ((rc = CKL_FAILPOINT("backup.after_manifest")) < 0) return rc;
-  rc = ckl__ops_deregister(b->state, b->token);
+  /* Still registered now that the manifest is out? Then every GC that
+   * started meanwhile saw this writer. The record itself goes only after
+   * the locks (teardown), so that it names the process locker's holder
+   * for as long as that is held; vanishing after this check is no
+   * different from vanishing after a deregister. */
+  rc = ckl__state_refresh(b->state, b->token, 0);
   if (rc == -ENOENT) {
+    b->token[0] = '\0';
     ckl__log_error(
-        "%s: backup %s: the roster record vanished before deregistering: "
+        "%s: backup %s: the roster record vanished before the manifest was committed: "
         "withdrawing the snapshot",
         st->path, b->name_str);
     return CKL_ELOCKLOST;
   }
   if (rc < 0)
-    ckl__log_warn("%s: backup %s: deregister: %s", st->path, b->name_str, ckl_strerror(rc));
+    ckl__log_warn("%s: backup %s: checking the roster record: %s", st->path, b->name_str,
+                  ckl_strerror(rc));
   return 0;
 }
 

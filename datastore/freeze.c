@@ -65,11 +65,24 @@
  * and may time out. Maintenance windows are expected to be waited for,
  * not raced.
  *
- * Names: holders register in the roster after the kernel lock is granted
- * (target "<lock>#freeze" or "<lock>#delete"); a CKL_EBUSY asks the
- * roster for a holder of the other group's target, then falls back to the
- * exclusive freeze's holder record. A holder found in the microseconds
- * between grant and registration is reported unknown, still busy.
+ * Names. A CKL_EBUSY names a holder of the byte found held. Shared holders
+ * (freezers, deleters) are named by the roster (target "<lock>#freeze" or
+ * "<lock>#delete"); the exclusive freeze by its holder record at slot 2,
+ * which is exact and therefore read first when byte 2 is held F_WRLCK.
+ *   (E3) A shared holder registers BEFORE it enters and deregisters AFTER
+ *        it has unlocked its byte, so whenever the kernel shows a shared
+ *        holder on byte 2 or 3, a roster record of that group exists.
+ *        A record without the lock (an entrant that is refused or still
+ *        waiting, a leaver that has unlocked) is harmless: the roster is
+ *        consulted only when the kernel says the byte IS held, and then it
+ *        names a member of the group in the way.
+ *   (E4) The exclusive freeze writes its record right after its F_WRLCK
+ *        grant, still under the entry mutex, and zeroes it before the
+ *        unlock (never after: it could erase a later holder's record).
+ * What is left (a contender between the failed check and the lookup while
+ * the last holder leaves) is covered by the bounded re-probe of
+ * locks/busy.c; a busy entry mutex or a holder whose name cannot be
+ * written stays unknown, still busy.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -135,6 +148,14 @@ static void name_blocker(ckl_store *st, int fd, int blocker_byte, ckl_holder *ou
   const char *suffix = blocker_byte == DELETE_BYTE ? "#delete" : "#freeze";
   if (ckl__pathf(target, sizeof target, "%s%s", st->lock_path, suffix) < 0) return;
   ckl__strlcpy(out->target, target, sizeof out->target);
+  /* The exclusive freeze's record is exact (E4); the roster could name a
+   * shared freezer that is merely trying (E3). */
+  int excl = 0;
+  if (blocker_byte == FREEZE_BYTE && byte_held(fd, FREEZE_BYTE, &excl) == 1 && excl) {
+    unsigned char rec[CKL__HOLDER_REC_SIZE];
+    ssize_t n = pread(fd, rec, sizeof rec, ckl__holder_slot(FREEZE_BYTE));
+    if (n == (ssize_t)sizeof rec && ckl__holder_record_parse(rec, sizeof rec, out) == 0) return;
+  }
   ckl__state *state = NULL;
   if (ckl__state_open(st->path, &state) == 0) {
     ckl_holder h;
@@ -147,12 +168,6 @@ static void name_blocker(ckl_store *st, int fd, int blocker_byte, ckl_holder *ou
       return;
     }
   }
-  int excl = 0;
-  if (blocker_byte == FREEZE_BYTE && byte_held(fd, FREEZE_BYTE, &excl) == 1 && excl) {
-    unsigned char rec[CKL__HOLDER_REC_SIZE];
-    ssize_t n = pread(fd, rec, sizeof rec, ckl__holder_slot(FREEZE_BYTE));
-    if (n == (ssize_t)sizeof rec) (void)ckl__holder_record_parse(rec, sizeof rec, out);
-  }
 }
 
 /*
@@ -161,7 +176,8 @@ static void name_blocker(ckl_store *st, int fd, int blocker_byte, ckl_holder *ou
  * Returns the fd holding our byte, or CKL_EBUSY (*blocker = the byte found
  * held), CKL_EREPLACED (the file was replaced: retry), -errno.
  */
-static int try_enter(ckl_store *st, role r, const ckl__deadline *d, int *blocker) {
+static int try_enter(ckl_store *st, role r, const char *op, const ckl__deadline *d,
+                     int *blocker) {
   struct stat sb;
   int fd = ckl__lockfile_open(st->lock_path, 0, NULL, &sb);
   if (fd < 0) return fd;
@@ -192,6 +208,17 @@ static int try_enter(ckl_store *st, role r, const ckl__deadline *d, int *blocker
         rc = CKL_EBUSY;
       }
     }
+    if (rc == 0 && r == ROLE_FREEZE_EXCL) {
+      /* (E4): named before the entry mutex lets anyone check byte 2. */
+      char rt[CKL_TOKEN_HEX_LEN + 1];
+      int w = ckl__random_token(rt);
+      if (w == 0)
+        w = ckl__holder_record_write(fd, ckl__holder_slot(FREEZE_BYTE), rt, op,
+                                     ckl__now_realtime_ns());
+      if (w < 0)
+        ckl__log_warn("%s: cannot write the exclusive freeze's holder record: %s",
+                      st->lock_path, ckl_strerror(w));
+    }
   }
   entry_unlock(fd);
   if (rc < 0) {
@@ -203,13 +230,14 @@ static int try_enter(ckl_store *st, role r, const ckl__deadline *d, int *blocker
 
 /* Enter with retries until the deadline. fd or an error; the holder is
  * named on CKL_EBUSY / CKL_ETIMEDOUT. */
-static int enter(ckl_store *st, role r, int64_t timeout_ms, ckl_holder *busy) {
+static int enter(ckl_store *st, role r, const char *op, int64_t timeout_ms, ckl_holder *busy) {
   ckl__deadline d;
   ckl__deadline_init(&d, timeout_ms);
   int replaced = 0;
+  ckl__reprobe rp = {0};
   for (;;) {
     int blocker = 0;
-    int fd = try_enter(st, r, &d, &blocker);
+    int fd = try_enter(st, r, op, &d, &blocker);
     if (fd >= 0) return fd;
     if (fd == CKL_EREPLACED) {
       if (++replaced <= REPLACED_RETRIES) continue;
@@ -230,6 +258,11 @@ static int enter(ckl_store *st, role r, int64_t timeout_ms, ckl_holder *busy) {
           name_blocker(st, pfd, blocker, busy);
         }
         ckl__close(pfd);
+        /* Nameless: the holder may be leaving right now; enter again for a
+         * short bound (locks/busy.c) rather than report a false busy. Not
+         * for a busy entry mutex: that was polled for ENTRY_WAIT_MS already
+         * and has no name to find. */
+        if (blocker != ENTRY_BYTE && !busy->known && ckl__reprobe_next(&rp)) continue;
       }
       if (fd == CKL_EREPLACED) return CKL_ETIMEDOUT;
       return timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
@@ -252,8 +285,8 @@ static void roster_add(ckl_store *st, role r, const char *operation, void **stat
     rc = ckl__state_register(state, &reg, token);
   }
   if (rc < 0) {
-    ckl__log_warn("%s: %s holds the lock but is not in the roster (%s): a busy contender "
-                  "cannot name it", st->path, operation, ckl_strerror(rc));
+    ckl__log_warn("%s: %s cannot register in the roster (%s): a busy contender cannot "
+                  "name it", st->path, operation, ckl_strerror(rc));
     ckl__state_close(state);
     token[0] = '\0';
     return;
@@ -298,19 +331,18 @@ int ckl_freeze_acquire(ckl_store *st, ckl_freeze_mode mode, ckl_freeze *f,
       rc = ckl__proclock_exclusive_as(st->proclock, &f->pl, remaining_ms(&d), o->busy_holder, op);
     if (rc < 0) goto fail;
   }
-  rc = enter(st, r, remaining_ms(&d), o->busy_holder);
+  /* (E3): a shared freezer is in the roster before it can hold byte 2. The
+   * exclusive one is named by its record (E4) and registers once it holds,
+   * so that it is never the name of a shared freezer's byte. */
+  if (r == ROLE_FREEZE) roster_add(st, r, op, &f->state_, f->token);
+  rc = enter(st, r, op, remaining_ms(&d), o->busy_holder);
   if (rc < 0) goto fail;
   f->fd = rc;
   f->held = 1;
   f->mode = mode;
   f->since_ns = ckl__now_realtime_ns();
   f->owner_pid = getpid();
-  if (r == ROLE_FREEZE_EXCL) {
-    char rt[CKL_TOKEN_HEX_LEN + 1];
-    if (ckl__random_token(rt) == 0)
-      (void)ckl__holder_record_write(f->fd, ckl__holder_slot(FREEZE_BYTE), rt, op, f->since_ns);
-  }
-  roster_add(st, r, op, &f->state_, f->token);
+  if (r == ROLE_FREEZE_EXCL) roster_add(st, r, op, &f->state_, f->token);
   ckl__ops_state_close(st, names);
   /* Held and named: what `with-lock` runs its command under. */
   if ((rc = CKL_FAILPOINT("freeze.after_acquire")) < 0) {
@@ -319,6 +351,7 @@ int ckl_freeze_acquire(ckl_store *st, ckl_freeze_mode mode, ckl_freeze *f,
   }
   return 0;
 fail:
+  roster_drop(&f->state_, f->token);
   ckl__ops_state_close(st, names);
   ckl_proclock_release(&f->pl);
   ckl_gclock_release(&f->gc);
@@ -330,10 +363,14 @@ fail:
 int ckl_freeze_release(ckl_freeze *f) {
   if (!f || !f->held) return 0;
   if (f->owner_pid == getpid()) {
-    roster_drop(&f->state_, f->token);
-    if (f->mode == CKL_FREEZE_EXCLUSIVE)
+    /* Exclusive: name gone, record zeroed (E4), then unlock. Shared: unlock,
+     * then deregister (E3). */
+    if (f->mode == CKL_FREEZE_EXCLUSIVE) {
+      roster_drop(&f->state_, f->token);
       (void)ckl__holder_record_clear(f->fd, ckl__holder_slot(FREEZE_BYTE));
+    }
     (void)ckl__ofd_setlk(f->fd, F_UNLCK, FREEZE_BYTE, 1, 0);
+    roster_drop(&f->state_, f->token); /* no-op if dropped above */
   }
   /* In a fork child this only closes the inherited copy: the parent's
    * description, and its lock, live on. */
@@ -352,21 +389,25 @@ int ckl_deleter_acquire(ckl_store *st, ckl_deleter *dg, const ckl_freeze_opts *o
     return -EINVAL;
   memset(dg, 0, sizeof *dg);
   dg->fd = -1;
-  int fd = enter(st, ROLE_DELETE, o->timeout_ms, o->busy_holder);
-  if (fd < 0) return fd;
+  /* (E3): in the roster before byte 3 can be held. */
+  roster_add(st, ROLE_DELETE, o->operation ? o->operation : "delete", &dg->state_, dg->token);
+  int fd = enter(st, ROLE_DELETE, NULL, o->timeout_ms, o->busy_holder);
+  if (fd < 0) {
+    roster_drop(&dg->state_, dg->token);
+    return fd;
+  }
   dg->fd = fd;
   dg->held = 1;
   dg->since_ns = ckl__now_realtime_ns();
   dg->owner_pid = getpid();
-  roster_add(st, ROLE_DELETE, o->operation ? o->operation : "delete", &dg->state_, dg->token);
   return 0;
 }
 
 int ckl_deleter_release(ckl_deleter *dg) {
   if (!dg || !dg->held) return 0;
   if (dg->owner_pid == getpid()) {
-    roster_drop(&dg->state_, dg->token);
     (void)ckl__ofd_setlk(dg->fd, F_UNLCK, DELETE_BYTE, 1, 0);
+    roster_drop(&dg->state_, dg->token); /* after the unlock (E3) */
   }
   ckl__close(dg->fd);
   memset(dg, 0, sizeof *dg);

@@ -60,8 +60,10 @@ static void reader_free(ckl_reader *r) {
   }
   ckl__close(r->dirfd);
   json_decref(r->manifest);
-  (void)ckl__ops_deregister(r->state, r->token);
+  /* Unlocked before deregistering: a forget that finds the lock held
+   * must find our record too (registered before the lock). */
   ckl_path_lock_release(&r->lock);
+  (void)ckl__ops_deregister(r->state, r->token);
   ckl__ops_state_close(r->st, r->state);
   pthread_mutex_destroy(&r->mu);
   free(r);

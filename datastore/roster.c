@@ -509,6 +509,9 @@ static int holder_txn(ckl__txn *t, void *arg) {
     if (c->target ? rv.len[S_TARGET] != c->tlen || memcmp(rv.str[S_TARGET], c->target, c->tlen)
                   : !(rv.flags & CKL_ROSTER_WRITER))
       continue; /* no target: any writer */
+    /* No target = the process locker: one kernel owner per process, so a
+     * writer of the asking process shares its lock and is not in the way. */
+    if (!c->target && rv.pid == (int64_t)getpid() && view_local(&rv)) continue;
     if (view_stale(&rv, c->now)) continue;
     int excl = (rv.flags & CKL_ROSTER_EXCLUSIVE) != 0;
     /* Best: an exclusive holder (it is the one in the way), then the

@@ -156,10 +156,11 @@ int ckl__state_reap(ckl__state *st, int64_t now_ns);
  */
 int ckl__state_holder_for_target(ckl__state *st, const char *target, ckl_holder *out);
 
-/* Name the oldest live writer record of any process, as
+/* Name the oldest live writer record of any OTHER process, as
  * ckl__state_holder_for_target does for a target (read-only): who holds
- * the process locker shared when an exclusive guard is refused. 0 with
- * out->known = 1, -ENOENT (no writer registered), or a common error. */
+ * the process locker shared when an exclusive guard is refused (the
+ * caller's own writers share its kernel lock and are never in the way).
+ * 0 with out->known = 1, -ENOENT (no such writer), or a common error. */
 int ckl__state_holder_writer(ckl__state *st, ckl_holder *out);
 
 /* Start (wall clock ns) of the oldest writer record of any process,

@@ -210,8 +210,10 @@ out:
   ckl__close(v.dirfd);
   ckl__digest_set_free(&v.seen);
   free(v.bad);
-  ckl__ops_deregister(state, token);
+  /* Unlocked before deregistering: a forget that finds the lock held
+   * must find our record too (registered before the lock, above). */
   ckl_path_lock_release(&lk);
+  ckl__ops_deregister(state, token);
   ckl__ops_state_close(st, state);
   return rc;
 }

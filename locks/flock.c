@@ -250,6 +250,7 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
   const short type = rq->exclusive ? F_WRLCK : F_RDLCK;
   const int wait = rq->timeout_ms == CKL_FOREVER;
   int replaced = 0;
+  ckl__reprobe rp = {0};
   for (;;) {
     int fd = ckl__lockfile_open(rq->path, !rq->exclusive, writable, st);
     if (fd < 0) return fd;
@@ -264,7 +265,11 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
       if (!ckl__deadline_backoff(&d)) {
         ckl__fill_busy_holder(fd, rq->path, rq->start, rq->len, rq->exclusive, rq->rec_off,
                               rq->busy_holder);
+        /* Nameless: the holder is inside a grant/name window or just left;
+         * try {lock; lookup} again for a short bound (locks/busy.c). */
+        int again = rq->busy_holder && !rq->busy_holder->known && ckl__reprobe_next(&rp);
         ckl__close(fd);
+        if (again) continue;
         return rq->timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
       }
       ckl__close(fd);
@@ -276,11 +281,23 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
       ckl__close(fd); /* nothing granted, or the grant dies with the fd */
       return rc;
     }
+    /* Named at once: a contender that finds the lock busy reads this
+     * record, and until it exists it can only say "unknown holder". We
+     * hold the inode exclusively, so the slot is ours even if the verify
+     * below finds the inode replaced. */
+    int64_t since = ckl__now_realtime_ns();
+    if (rq->since_ns) *rq->since_ns = since;
+    if (rq->rec_token &&
+        (rc = ckl__holder_record_write(fd, rq->rec_off, rq->rec_token, rq->rec_operation,
+                                       since)) < 0)
+      ckl__log_warn("lock file %s: cannot write holder record: %s", rq->path, strerror(-rc));
     rc = rq->kind == CKL__KIND_GC ? CKL_FAILPOINT("gclock.after_lock")
                                   : CKL_FAILPOINT("flock.after_lock");
     if (rc == 0) rc = ckl__lockfile_verify(fd, rq->path);
     if (rc == 0) return fd;
-    /* Closing drops the grant: this description is ours alone. */
+    /* Cleared while still held (as in release), then closing drops the
+     * grant: this description is ours alone. */
+    if (rq->rec_token) (void)ckl__holder_record_clear(fd, rq->rec_off);
     ckl__close(fd);
     if (rc != CKL_EREPLACED) return rc;
     /* Granted on an inode that is no longer at the path (unlinked by a
@@ -327,10 +344,13 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
     ckl_lock_order_pop(order, opts->level);
     return rc;
   }
+  int64_t since = 0;
   ckl__range_req rq = {.path = path, .kind = CKL__KIND_PATH,
                        .exclusive = mode == CKL_LOCK_EXCLUSIVE, .start = 0, .len = 0,
                        .rec_off = 0, .timeout_ms = opts->timeout_ms,
-                       .busy_holder = opts->busy_holder};
+                       .busy_holder = opts->busy_holder,
+                       .rec_token = mode == CKL_LOCK_EXCLUSIVE ? token : NULL,
+                       .rec_operation = opts->operation, .since_ns = &since};
   struct stat st;
   int writable = 0;
   int fd = ckl__range_acquire(&rq, &st, &writable);
@@ -347,16 +367,13 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
   lk->order = order;
   lk->dev = st.st_dev;
   lk->ino = st.st_ino;
-  lk->acquired_ns = ckl__now_realtime_ns();
+  lk->acquired_ns = since;
   lk->path = dup;
   lk->owner_pid = getpid();
+  /* An exclusive holder's record was written at the grant (range
+   * acquire). It only names us; failing to write it (ENOSPC, EIO) leaves
+   * contenders with "unknown holder", which is still "busy". */
   memcpy(lk->token, token, sizeof lk->token);
-  if (mode == CKL_LOCK_EXCLUSIVE) {
-    /* The record only names us; failing to write it (ENOSPC, EIO) leaves
-     * contenders with "unknown holder", which is still "busy". */
-    rc = ckl__holder_record_write(fd, 0, lk->token, opts->operation, lk->acquired_ns);
-    if (rc < 0) ckl__log_warn("lock file %s: cannot write holder record: %s", path, strerror(-rc));
-  }
   ckl__observe_lock(lk, 1); /* a runtime task leases it from now on */
   return 0;
 }
@@ -451,6 +468,7 @@ int ckl_path_lock_convert(ckl_path_lock *lk, ckl_lock_mode mode, int64_t timeout
    * (OFD locks have no deadlock detection): give upgrades a deadline. */
   ckl__deadline d;
   ckl__deadline_init(&d, timeout_ms);
+  ckl__reprobe rp = {0};
   for (;;) {
     int rc = ckl__ofd_setlk(lk->fd, F_WRLCK, 0, 0, timeout_ms == CKL_FOREVER);
     if (rc == 0) break;
@@ -460,6 +478,7 @@ int ckl_path_lock_convert(ckl_path_lock *lk, ckl_lock_mode mode, int64_t timeout
     }
     if (!ckl__deadline_backoff(&d)) {
       ckl__fill_busy_holder(lk->fd, lk->path, 0, 0, 1, 0, busy_holder);
+      if (busy_holder && !busy_holder->known && ckl__reprobe_next(&rp)) continue; /* busy.c */
       return timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
     }
   }

@@ -72,6 +72,21 @@ typedef int (*ckl__holder_lookup_fn)(const char *lock_path, off_t start, int exc
                                      ckl_holder *out);
 extern _Atomic(ckl__holder_lookup_fn) ckl__holder_lookup;
 
+/*
+ * Bounded re-probe of a busy lock whose holder could not be named (see
+ * locks/busy.c for the windows it covers and those that remain). Zeroed =
+ * not started. After a busy attempt with an unknown holder, call
+ * ckl__reprobe_next: true = it paused (yield or a short sleep), try the
+ * lock and the lookup again; false = CKL__REPROBE_MS have passed since the
+ * first call, answer busy with the holder unknown.
+ */
+#define CKL__REPROBE_MS 10
+typedef struct ckl__reprobe {
+  int64_t end_ns; /* monotonic; set by the first call */
+  unsigned tries;
+} ckl__reprobe;
+bool ckl__reprobe_next(ckl__reprobe *r);
+
 /* Fill *out (if non-NULL) about whoever blocks a `want_exclusive` lock on
  * [start, start+len) of fd: the roster hook first, then the record at
  * rec_off (< 0: none) when the blocker is exclusive. out->target = path. */
@@ -120,6 +135,14 @@ typedef struct ckl__range_req {
   off_t rec_off;            /* where an exclusive holder's record is, < 0 none */
   int64_t timeout_ms;
   ckl_holder *busy_holder;  /* out, optional */
+  /* Exclusive only: when rec_token is set, our holder record (rec_token,
+   * rec_operation) is written at rec_off right after the kernel grant,
+   * before anything else (failpoint, verify) can delay it, and cleared
+   * again if the grant is then dropped. *since_ns (optional) receives the
+   * time it names. */
+  const char *rec_token;
+  const char *rec_operation;
+  int64_t *since_ns;
 } ckl__range_req;
 
 /* Consecutive "file was replaced" retries taken at once before the loop
@@ -130,7 +153,10 @@ typedef struct ckl__range_req {
 
 /* Returns the locked fd (>= 0) and fills *st and *writable, or CKL_EBUSY,
  * CKL_ETIMEDOUT, CKL_EREPLACED (CKL_TRY only: the file kept being replaced
- * under us), or an error of ckl__lockfile_open / fcntl. */
+ * under us), or an error of ckl__lockfile_open / fcntl. A busy answer whose
+ * holder cannot be named is re-probed first (ckl__reprobe_next), so with
+ * busy_holder set it may take up to CKL__REPROBE_MS longer, or end in a
+ * grant. */
 int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable);
 
 #endif

@@ -144,6 +144,7 @@ static int raise_to(ckl_proclock *pl, int need, const char *op) {
  * reg_mu released, so guards of other threads come and go meanwhile. */
 static int wait_and_commit(ckl_proclock *pl, int need, const char *op, ckl__deadline *d,
                            ckl_holder *busy, int (*commit)(ckl_proclock *, void *), void *arg) {
+  ckl__reprobe rp = {0};
   pthread_mutex_lock(&reg_mu);
   for (;;) {
     int rc = pl->kmode >= need ? 0 : raise_to(pl, need, op);
@@ -164,7 +165,11 @@ static int wait_and_commit(ckl_proclock *pl, int need, const char *op, ckl__dead
     if (!ckl__deadline_backoff(d)) {
       ckl__fill_busy_holder(pl->fd, pl->path, PL_BYTE, 1, need == K_WR,
                             ckl__holder_slot(PL_BYTE), busy);
-      return d->timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
+      /* Nameless: a backup between its grant and its roster record, or an
+       * exclusive holder around its record write: look again, briefly
+       * (locks/busy.c). */
+      if (!busy || busy->known || !ckl__reprobe_next(&rp))
+        return d->timeout_ms == CKL_TRY ? CKL_EBUSY : CKL_ETIMEDOUT;
     }
     pthread_mutex_lock(&reg_mu);
   }
@@ -450,19 +455,22 @@ int ckl__gclock_acquire_as(const char *path, ckl_gclock *g, int64_t timeout_ms,
   char token[CKL_TOKEN_HEX_LEN + 1];
   int rc = ckl__random_token(token);
   if (rc < 0) return rc;
+  /* The record is written at the grant, before gclock.after_lock and the
+   * verify, so a second GC (or freeze) that finds byte 1 busy can name us
+   * (locks/busy.c, W1). */
+  int64_t since = 0;
   ckl__range_req rq = {.path = path, .kind = CKL__KIND_GC, .exclusive = 1,
                        .start = GC_BYTE, .len = 1, .rec_off = ckl__holder_slot(GC_BYTE),
-                       .timeout_ms = timeout_ms, .busy_holder = busy_holder};
+                       .timeout_ms = timeout_ms, .busy_holder = busy_holder,
+                       .rec_token = token, .rec_operation = operation, .since_ns = &since};
   struct stat st;
   int fd = ckl__range_acquire(&rq, &st, NULL);
   if (fd < 0) return fd;
   memset(g, 0, sizeof *g);
   g->held = 1;
   g->fd = fd;
-  g->since_ns = ckl__now_realtime_ns();
+  g->since_ns = since;
   g->owner_pid = getpid();
-  rc = ckl__holder_record_write(fd, ckl__holder_slot(GC_BYTE), token, operation, g->since_ns);
-  if (rc < 0) ckl__log_warn("%s: cannot write GC holder record: %s", path, strerror(-rc));
   return 0;
 }
 

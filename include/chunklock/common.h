@@ -48,6 +48,15 @@ extern "C" {
  * exclusive, all processes), or the record an exclusive holder writes into
  * its lock file. When nothing can be learned, `known` is 0 and the lock
  * still counts as held: unreadable holder metadata never means "free".
+ *
+ * A contender that finds no name retries {lock; lookup} for up to ~10 ms
+ * first (it takes the lock if it frees up meanwhile), so `known` = 0 is
+ * left for a holder that stays unnamed longer than that: stopped or
+ * descheduled between its kernel grant and its name (or between clearing
+ * its name and its unlock), a name that could not be written or read
+ * (ENOSPC, EIO, an unusable coordination state), a busy entry mutex of the
+ * freeze protocol, or a holder outside the lookup's reach (a shared holder
+ * of a lock that is not a snapshot or store lock).
  */
 typedef struct ckl_holder {
   int known;                          /* 1 if the fields below are valid */

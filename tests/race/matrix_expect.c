@@ -43,14 +43,12 @@ static const rule rules[] = {
     /* ---- A = BK: process locker S, group X, base S1 S, new snapshot X ---- */
     R(BK, BK, NULL, NULL, BOTH, EBUSY_, "backup", ANY, 0, ANY, 3),
     R(BK, GX, NULL, NULL, T, 0, NULL, ANY, 0, ANY, 5),      /* own process: guards coexist */
-    /* the writer record comes after the locks: until then the process
-     * locker's shared holder has no name (busy all the same) */
-    R(BK, GX, NULL, "backup.after_locks", P, EBUSY_, NULL, ANY, 0, ANY, 5),
+    /* the writer record is made before the first lock, so the process
+     * locker's shared holder is named at every step */
     R(BK, GX, NULL, NULL, P, EBUSY_, "backup", ANY, 0, ANY, 5),
     R(BK, FG, NULL, NULL, BOTH, EBUSY_, "backup-base", ANY, 0, ANY, 7),
     R(BK, PR, NULL, NULL, BOTH, EBUSY_, "backup", ANY, 0, ANY, 8),
     R(BK, WX, NULL, NULL, T, 0, NULL, ANY, 0, ANY, 11),
-    R(BK, WX, NULL, "backup.after_locks", P, EBUSY_, NULL, ANY, 0, ANY, 11),
     R(BK, WX, NULL, NULL, P, EBUSY_, "backup", ANY, 0, ANY, 11),
 
     /* ---- A = GM: GC lock; deleter guard from after_guard; gc_active from
@@ -148,11 +146,8 @@ static const rule rules[] = {
 
     /* ---- A = WX: GC lock; process locker X from proclock.after_exclusive;
      * freeze byte X at freeze.after_acquire ---- */
-    /* at gclock.after_lock the GC lock is granted and its holder record not
-     * yet written: busy, holder unknown (common.h: unknown never means free) */
-    R(WX, GC, NULL, "gclock.after_lock", BOTH, EBUSY_, NULL, ANY, 0, ANY, 16),
-    R(WX, GX, NULL, "gclock.after_lock", BOTH, EBUSY_, NULL, ANY, 0, ANY, 16),
-    R(WX, WX, NULL, "gclock.after_lock", BOTH, EBUSY_, NULL, ANY, 0, ANY, 31),
+    /* the GC lock's holder record is written at the grant, before
+     * gclock.after_lock: named from the first step */
     R(WX, GC, NULL, NULL, BOTH, EBUSY_, "freeze-exclusive", ANY, 0, ANY, 16),
     R(WX, GX, NULL, NULL, BOTH, EBUSY_, "freeze-exclusive", ANY, 0, ANY, 16),
     R(WX, WX, NULL, NULL, BOTH, EBUSY_, "freeze-exclusive", ANY, 0, ANY, 31),
