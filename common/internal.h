@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "chunklock/common.h"
@@ -59,12 +60,29 @@ void ckl__sleep_ms(int64_t ms);
 /* Format a wall-clock ns time as RFC 3339 UTC ("2026-11-21T15:07:43Z"). */
 void ckl__format_time(int64_t realtime_ns, char *buf, size_t len);
 
-/* ---- identity ------------------------------------------------------------ */
-/* 128 random bits as 32 lowercase hex chars + NUL. 0 or -errno. */
+/* ---- identity (common/process.c) ----------------------------------------
+ * All of these are right in a fork child: their state is reset there. */
+/* 128 bits from a keyed PRF (SipHash, key from getrandom once per process)
+ * as 32 lowercase hex chars + NUL: unique, not guessable without the key.
+ * 0 or -errno when no random key could be had. No system call. */
 int ckl__random_token(char out[CKL_TOKEN_HEX_LEN + 1]);
-/* Uniform random 64-bit value (getrandom; for jitter, not secrets). */
+/* Uniform 64-bit value from the same generator (jitter, temp names). */
 uint64_t ckl__random_u64(void);
+/* getpid() and gettid(), cached (no system call after the first). */
+pid_t ckl__getpid(void);
 int64_t ckl__gettid(void);
+
+/* Fork generation, for a release that wants to skip its explicit unlock
+ * when close() alone releases the lock, i.e. when no other process can
+ * share its open file description. Read the generation BEFORE opening the
+ * fd; at release, if ckl__fork_gate_enter(gen) returns true no fork()
+ * started since (one cannot start before ckl__fork_gate_leave, which must
+ * be called right after close()); if false, unlock explicitly. Forks that
+ * bypass pthread_atfork (raw clone(), _Fork()) are not seen: their
+ * children keep a shared description alive until they exec or exit. */
+uint64_t ckl__fork_generation(void);
+bool ckl__fork_gate_enter(uint64_t gen);
+void ckl__fork_gate_leave(void);
 /* Cached host name (never fails; "unknown" if gethostname fails). */
 const char *ckl__hostname(void);
 

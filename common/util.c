@@ -2,8 +2,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/syscall.h>
 #include <time.h>
 
 #include "internal.h"
@@ -33,40 +31,8 @@ void ckl__format_time(int64_t realtime_ns, char *buf, size_t len) {
   strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int fill_random(void *buf, size_t len) {
-  unsigned char *p = buf;
-  while (len > 0) {
-    ssize_t n = getrandom(p, len, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-int ckl__random_token(char out[CKL_TOKEN_HEX_LEN + 1]) {
-  unsigned char raw[CKL_TOKEN_HEX_LEN / 2];
-  int rc = fill_random(raw, sizeof raw);
-  if (rc < 0) return rc;
-  static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < sizeof raw; i++) {
-    out[2 * i] = hex[raw[i] >> 4];
-    out[2 * i + 1] = hex[raw[i] & 15];
-  }
-  out[CKL_TOKEN_HEX_LEN] = '\0';
-  return 0;
-}
-
-uint64_t ckl__random_u64(void) {
-  uint64_t v = 0;
-  if (fill_random(&v, sizeof v) < 0) v = (uint64_t)ckl__now_monotonic_ns() * 0x9E3779B97F4A7C15ULL;
-  return v;
-}
-
-int64_t ckl__gettid(void) { return (int64_t)syscall(SYS_gettid); }
+/* Tokens, random values, pid and tid: common/process.c (they must change
+ * at fork). */
 
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
 static char host_name[64];

@@ -206,7 +206,7 @@ int ckl_proclock_open(const char *path, ckl_proclock **out) {
   }
   pl->dev = st.st_dev;
   pl->ino = st.st_ino;
-  pl->pid = getpid();
+  pl->pid = ckl__getpid();
   pl->fd = fd;
   pl->handles = 1;
   pl->next_id = 1;
@@ -240,7 +240,7 @@ static void destroy(ckl_proclock *pl) {
 }
 
 void ckl_proclock_close(ckl_proclock *pl) {
-  if (!pl || pl->pid != getpid()) return; /* inherited: forgotten at fork */
+  if (!pl || pl->pid != ckl__getpid()) return; /* inherited: forgotten at fork */
   pthread_mutex_lock(&reg_mu);
   if (pl->handles <= 0) {
     pthread_mutex_unlock(&reg_mu);
@@ -290,7 +290,7 @@ static int commit_add(ckl_proclock *pl, void *v) {
 static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t timeout_ms,
                 ckl_holder *busy) {
   if (!pl || !g || g->held || timeout_ms < CKL_FOREVER) return -EINVAL;
-  if (pl->pid != getpid()) {
+  if (pl->pid != ckl__getpid()) {
     ckl__log_error("%s: process locker inherited through fork; open it again", pl->path);
     return -EINVAL;
   }
@@ -308,7 +308,7 @@ static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t 
   g->pl = pl;
   g->since_ns = a.since_ns;
   g->id = a.id;
-  g->owner_pid = getpid();
+  g->owner_pid = ckl__getpid();
   if (exclusive && (rc = CKL_FAILPOINT("proclock.after_exclusive")) < 0) {
     ckl_proclock_release(g);
     return rc;
@@ -328,7 +328,7 @@ int ckl_proclock_exclusive(ckl_proclock *pl, ckl_proclock_guard *g, int64_t time
 
 int ckl_proclock_release(ckl_proclock_guard *g) {
   if (!g || !g->held) return 0;
-  if (g->owner_pid != getpid()) {
+  if (g->owner_pid != ckl__getpid()) {
     /* Inherited through fork: the parent still holds it. Forget only. */
     memset(g, 0, sizeof *g);
     return 0;
@@ -364,7 +364,8 @@ static int commit_upgrade(ckl_proclock *pl, void *v) {
 }
 
 int ckl_proclock_upgrade(ckl_proclock_guard *g, int64_t timeout_ms, ckl_holder *busy_holder) {
-  if (!g || !g->held || timeout_ms < CKL_FOREVER || g->owner_pid != getpid()) return -EINVAL;
+  if (!g || !g->held || timeout_ms < CKL_FOREVER || g->owner_pid != ckl__getpid())
+    return -EINVAL;
   if (g->exclusive) return 0;
   int rc = CKL_FAILPOINT("proclock.before_exclusive");
   if (rc < 0) return rc;
@@ -383,7 +384,7 @@ int ckl_proclock_upgrade(ckl_proclock_guard *g, int64_t timeout_ms, ckl_holder *
 }
 
 int ckl_proclock_downgrade(ckl_proclock_guard *g) {
-  if (!g || !g->held || g->owner_pid != getpid()) return -EINVAL;
+  if (!g || !g->held || g->owner_pid != ckl__getpid()) return -EINVAL;
   if (!g->exclusive) return 0;
   ckl_proclock *pl = g->pl;
   pthread_mutex_lock(&reg_mu);
@@ -402,7 +403,7 @@ int ckl_proclock_downgrade(ckl_proclock_guard *g) {
 
 int ckl_proclock_oldest_shared(ckl_proclock *pl, int64_t *since_ns) {
   if (!pl || !since_ns) return -EINVAL;
-  if (pl->pid != getpid()) return -ENOENT; /* this process holds nothing on it */
+  if (pl->pid != ckl__getpid()) return -ENOENT; /* this process holds nothing on it */
   int rc = -ENOENT;
   pthread_mutex_lock(&reg_mu);
   for (size_t i = 0; i < pl->n_guards; i++) {
@@ -418,7 +419,7 @@ int ckl_proclock_oldest_shared(ckl_proclock *pl, int64_t *since_ns) {
 
 void ckl_proclock_counts(ckl_proclock *pl, int *shared, int *exclusive) {
   int s = 0, e = 0;
-  if (pl && pl->pid == getpid()) {
+  if (pl && pl->pid == ckl__getpid()) {
     pthread_mutex_lock(&reg_mu);
     s = pl->n_shared;
     e = pl->n_excl;
@@ -450,7 +451,7 @@ int ckl_gclock_acquire(const char *path, ckl_gclock *g, int64_t timeout_ms,
   g->held = 1;
   g->fd = fd;
   g->since_ns = ckl__now_realtime_ns();
-  g->owner_pid = getpid();
+  g->owner_pid = ckl__getpid();
   rc = ckl__holder_record_write(fd, ckl__holder_slot(GC_BYTE), token, "gc", g->since_ns);
   if (rc < 0) ckl__log_warn("%s: cannot write GC holder record: %s", path, strerror(-rc));
   return 0;
@@ -458,7 +459,7 @@ int ckl_gclock_acquire(const char *path, ckl_gclock *g, int64_t timeout_ms,
 
 int ckl_gclock_release(ckl_gclock *g) {
   if (!g || !g->held) return 0;
-  if (g->owner_pid == getpid()) {
+  if (g->owner_pid == ckl__getpid()) {
     (void)ckl__holder_record_clear(g->fd, ckl__holder_slot(GC_BYTE));
     int rc = ckl__ofd_setlk(g->fd, F_UNLCK, GC_BYTE, 1, 0);
     if (rc < 0) ckl__log_warn("GC lock: unlock: %s (close releases it)", strerror(-rc));
