@@ -8,12 +8,25 @@
  * operation gets the order checked: group -> snapshot -> manifest.
  *
  * A snapshot may be forgotten at any moment we do not hold its lock. The
- * existence checks are therefore made twice: before locking (so a typo does
- * not leave a lock file behind for a snapshot that never existed) and
- * after the lock is granted (a forget may have completed in between; it
- * unlinks the lock files while holding them, so lock-then-verify in
- * ckl_path_lock_acquire hands us a fresh lock file, on which the snapshot
- * is simply gone). Only the second check decides.
+ * existence check that decides is made after the lock is granted (a forget
+ * may have completed in between; it unlinks the lock files while holding
+ * them, so lock-then-verify in ckl_path_lock_acquire hands us a fresh lock
+ * file, on which the snapshot is simply gone).
+ *
+ * A check before locking only keeps a typo from leaving a lock file behind
+ * for a snapshot that never existed (a shared holder may not unlink it
+ * afterwards: see ckl_snapshot_lock). It is needed only when the lock file
+ * is about to be created, so the first attempt opens the lock file without
+ * O_CREAT and, for a lock that may wait, without waiting: when the file is
+ * there and free (the common case) there is nothing to pre-check; when it
+ * is missing, or busy and the caller would wait, we fall back to
+ * check-then-lock exactly as before, so a missing snapshot is still
+ * reported before any lock file is created and before any waiting. Any
+ * other failure of the first attempt is answered as the pre-check would
+ * have answered it first: -ENOENT if the snapshot is gone, else the error.
+ *
+ * Each existence check is one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+ * of "type/id/time" (ckl__snapshot_dir_exists), not three openat + close.
  */
 #include <limits.h>
 #include <string.h>
@@ -21,6 +34,7 @@
 
 #include "common/internal.h"
 #include "datastore/store_internal.h"
+#include "locks/locks_internal.h"
 
 static const ckl_snap_lock_opts no_opts = {0};
 
@@ -38,12 +52,30 @@ static int acquire(const ckl_store *st, ckl_path_lock *lk, const char *path, ckl
 }
 
 static int snapshot_exists(const ckl_store *st, const ckl_snapshot_name *n) {
-  int fd = ckl__snapshot_open_dir(st, n);
-  if (fd >= 0) {
-    ckl__close(fd);
-    return 0;
+  return ckl__snapshot_dir_exists(st, n);
+}
+
+/* Lock an existing snapshot's lock file: the fast first attempt described
+ * at the top, then check-then-lock. *lo is the caller's request; its
+ * busy_holder is filled only by the attempt whose answer is returned. */
+static int acquire_existing(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *lk,
+                            const char *path, ckl_lock_mode mode, const ckl_lock_opts *lo) {
+  ckl_lock_opts first = *lo;
+  ckl_holder who;
+  first.timeout_ms = CKL_TRY;
+  first.busy_holder = lo->busy_holder ? &who : NULL;
+  int rc = ckl__path_lock_acquire_existing(lk, path, mode, &first);
+  if (rc == 0) return 0;
+  int undecided = rc == -ENOENT ||
+                  (lo->timeout_ms != CKL_TRY && (rc == CKL_EBUSY || rc == CKL_EREPLACED));
+  if (!undecided) {
+    int ex = snapshot_exists(st, n);
+    if (ex < 0) return ex;
+    if (lo->busy_holder) *lo->busy_holder = who;
+    return rc;
   }
-  return (fd == -ENOTDIR || fd == -ELOOP) ? -ENOENT : fd;
+  if ((rc = snapshot_exists(st, n)) < 0) return rc;
+  return acquire(st, lk, path, mode, lo);
 }
 
 int ckl_group_lock(ckl_store *st, const ckl_group_name *g, ckl_path_lock *lk,
@@ -70,13 +102,13 @@ int ckl_snapshot_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_lock_mode m
   int rc = ckl__store_snapshot_lock_path(st, n, path, sizeof path);
   if (rc < 0) return rc;
   bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
-  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
   ckl_lock_opts lo = {.timeout_ms = CKL_TRY,
                       .level = CKL_LEVEL_SNAPSHOT,
                       .order = opts->order,
                       .operation = opts->operation,
                       .busy_holder = opts->busy_holder};
-  if ((rc = acquire(st, lk, path, mode, &lo)) < 0) return rc;
+  rc = must_exist ? acquire_existing(st, n, lk, path, mode, &lo) : acquire(st, lk, path, mode, &lo);
+  if (rc < 0) return rc;
   if (must_exist && (rc = snapshot_exists(st, n)) < 0) {
     /* Forgotten between the check and the lock. A lock file with no
      * snapshot is litter; only an exclusive holder may remove it (a shared
@@ -97,7 +129,6 @@ int ckl_manifest_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *
   int rc = ckl__store_manifest_lock_path(st, n, path, sizeof path);
   if (rc < 0) return rc;
   bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
-  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
   ckl_holder who = {0};
   ckl_lock_opts lo = {.timeout_ms = opts->timeout_ms ? opts->timeout_ms
                                                      : st->manifest_lock_timeout_ms,
@@ -105,7 +136,9 @@ int ckl_manifest_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *
                       .order = opts->order,
                       .operation = opts->operation ? opts->operation : "manifest",
                       .busy_holder = &who};
-  rc = acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+  rc = must_exist ? acquire_existing(st, n, lk, path, CKL_LOCK_EXCLUSIVE, &lo)
+                 : acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+  if (rc == -ENOENT && must_exist) return rc; /* as the pre-check answered it */
   if (opts->busy_holder) *opts->busy_holder = who;
   if (rc == CKL_ETIMEDOUT || rc == CKL_EBUSY) {
     char h[256];

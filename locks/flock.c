@@ -194,12 +194,12 @@ void ckl__fill_busy_holder(int fd, const char *path, off_t start, off_t len, int
 /* ---- opening, verifying, locking ------------------------------------------ */
 
 /* open() half of ckl__lockfile_open: fd or -errno (logged). */
-static int open_lockfile(const char *path, int read_only_ok, int *writable) {
+static int open_lockfile(const char *path, int read_only_ok, int create, int *writable) {
   /* O_NONBLOCK: a FIFO planted at the path must not hang the open; it is
    * rejected as not a regular file. It has no effect on fcntl locks. */
   const int common = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
   int w = 1;
-  int fd = open(path, O_RDWR | O_CREAT | common, 0600);
+  int fd = open(path, O_RDWR | (create ? O_CREAT : 0) | common, 0600);
   if (fd < 0) {
     int err = errno;
     if (read_only_ok && (err == EACCES || err == EPERM || err == EROFS)) {
@@ -230,7 +230,7 @@ static int check_regular(const struct stat *st, const char *path) {
 }
 
 int ckl__lockfile_open(const char *path, int read_only_ok, int *writable, struct stat *st) {
-  int fd = open_lockfile(path, read_only_ok, writable);
+  int fd = open_lockfile(path, read_only_ok, 1, writable);
   if (fd < 0) return fd;
   int rc = fstat(fd, st) == 0 ? check_regular(st, path) : -errno;
   if (rc < 0) {
@@ -316,7 +316,7 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
   const int wait = rq->timeout_ms == CKL_FOREVER;
   int replaced = 0;
   for (;;) {
-    int fd = open_lockfile(rq->path, !rq->exclusive, writable);
+    int fd = open_lockfile(rq->path, !rq->exclusive, !rq->no_create, writable);
     if (fd < 0) return fd;
     int rc = rq->kind == CKL__KIND_GC ? CKL_FAILPOINT("gclock.before_lock")
                                       : CKL_FAILPOINT("flock.before_lock");
@@ -382,8 +382,8 @@ static void reset(ckl_path_lock *lk) {
   lk->fd = -1;
 }
 
-int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
-                          const ckl_lock_opts *opts) {
+static int acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                   const ckl_lock_opts *opts, int no_create) {
   static const ckl_lock_opts defaults = {.timeout_ms = CKL_TRY};
   if (!opts) opts = &defaults;
   if (!lk || !path || !*path || !valid_mode(mode) || opts->timeout_ms < CKL_FOREVER)
@@ -406,7 +406,7 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
   ckl__range_req rq = {.path = path, .kind = CKL__KIND_PATH,
                        .exclusive = mode == CKL_LOCK_EXCLUSIVE, .start = 0, .len = 0,
                        .rec_off = 0, .timeout_ms = opts->timeout_ms,
-                       .busy_holder = opts->busy_holder};
+                       .busy_holder = opts->busy_holder, .no_create = no_create};
   struct stat st;
   int writable = 0;
   int fd = ckl__range_acquire(&rq, &st, &writable);
@@ -436,6 +436,16 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
   }
   ckl__observe_lock(lk, 1); /* a runtime task leases it from now on */
   return 0;
+}
+
+int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                          const ckl_lock_opts *opts) {
+  return acquire(lk, path, mode, opts, 0);
+}
+
+int ckl__path_lock_acquire_existing(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                                    const ckl_lock_opts *opts) {
+  return acquire(lk, path, mode, opts, 1);
 }
 
 int ckl_path_lock_release(ckl_path_lock *lk) {

@@ -106,6 +106,7 @@ typedef struct ckl__range_req {
   off_t rec_off;            /* where an exclusive holder's record is, < 0 none */
   int64_t timeout_ms;
   ckl_holder *busy_holder;  /* out, optional */
+  int no_create;            /* open without O_CREAT: -ENOENT if missing */
 } ckl__range_req;
 
 /* Consecutive "file was replaced" retries taken at once before the loop
@@ -118,5 +119,13 @@ typedef struct ckl__range_req {
  * CKL_ETIMEDOUT, CKL_EREPLACED (CKL_TRY only: the file kept being replaced
  * under us), or an error of ckl__lockfile_open / fcntl. */
 int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable);
+
+/* ckl_path_lock_acquire that never creates the lock file: -ENOENT (logged
+ * at debug level only) when it, or its directory, does not exist; every
+ * other answer as ckl_path_lock_acquire. For callers that must check
+ * something before they may create a lock file, and can skip that check
+ * when the file is already there (datastore/snapshot_lock.c). */
+int ckl__path_lock_acquire_existing(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                                    const ckl_lock_opts *opts);
 
 #endif
