@@ -51,8 +51,12 @@ typedef struct proc_state {
 } proc_state;
 
 static proc_state fallback_state; /* if the page cannot be mapped */
-static proc_state *ps = &fallback_state;
+static proc_state *ps = &fallback_state; /* set once by ps_setup */
 static pthread_once_t ps_once = PTHREAD_ONCE_INIT;
+/* 1 once ps_setup has run: saves the pthread_once call (a PLT call on
+ * the hottest path of a nested process-locker guard). Release/acquire
+ * publishes ps. Survives fork, as the mapping does. */
+static atomic_int ps_set;
 
 /* ---- fork generation and the release gate ---------------------------------
  * fork_gen is bumped in the parent by the prepare handler, before the
@@ -87,6 +91,7 @@ static void ps_setup(void) {
     ps = p; /* zeroed by mmap = ST_NONE */
   }
   pthread_atfork(at_prepare, at_parent, at_child);
+  atomic_store_explicit(&ps_set, 1, memory_order_release);
 }
 
 static int read_urandom(void *buf, size_t len) {
@@ -124,7 +129,8 @@ static int fill_random(void *buf, size_t len) {
 }
 
 static proc_state *state(void) {
-  pthread_once(&ps_once, ps_setup);
+  if (CKL__UNLIKELY(!atomic_load_explicit(&ps_set, memory_order_acquire)))
+    pthread_once(&ps_once, ps_setup);
   proc_state *s = ps;
   if (CKL__LIKELY(atomic_load_explicit(&s->ready, memory_order_acquire) == ST_READY)) return s;
   int expect = ST_NONE;
