@@ -87,16 +87,30 @@ void ckl__fork_gate_leave(void);
 const char *ckl__hostname(void);
 
 /* ---- deadlines and backoff ------------------------------------------------
- * A deadline made from a CKL_TRY / CKL_FOREVER / ms timeout. */
+ * A deadline made from a CKL_TRY / CKL_FOREVER / ms timeout, and the pace
+ * of the retries while busy (common/util.c says why). */
 typedef struct ckl__deadline {
   int64_t timeout_ms;  /* as given */
   int64_t end_ns;      /* monotonic; meaningful when timeout_ms > 0 */
-  int64_t backoff_ms;  /* next sleep, doubles up to a cap */
+  int spin;            /* retry with sched_yield() for a while first */
+  int64_t spin_end_ns; /* monotonic; 0 until the first busy answer */
+  int64_t backoff_us;  /* next sleep, doubles up to a cap */
 } ckl__deadline;
+/* For kernel locks (an attempt is a cheap non-blocking fcntl): ~100 us of
+ * yielding retries, then sleeps from 50 us doubling to 64 ms. */
 void ckl__deadline_init(ckl__deadline *d, int64_t timeout_ms);
-/* Sleep for the next backoff step (with jitter) if the deadline allows it.
- * Returns true if the caller should try again, false if time is up. */
+/* For marker-file locks (an attempt is file-server round trips): no
+ * spinning, sleeps from 1 ms doubling to 64 ms. */
+void ckl__deadline_init_files(ckl__deadline *d, int64_t timeout_ms);
+/* Wait before the next attempt (yield, or sleep for the next backoff step
+ * with jitter) if the deadline allows it. Returns true if the caller
+ * should try again, false if time is up. */
 bool ckl__deadline_backoff(ckl__deadline *d);
+/* The spin part alone: true (after a sched_yield) while the spin window,
+ * opened by the first call, lasts and the deadline allows; false
+ * otherwise, without waiting. For callers that retry differently while
+ * spinning (on the same fd) than after a sleep (on a reopened one). */
+bool ckl__deadline_spin(ckl__deadline *d);
 
 /* ---- small string helpers --------------------------------------------------
  * Copy src into dst of size n, always NUL-terminated; returns -ENAMETOOLONG

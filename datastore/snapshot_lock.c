@@ -15,15 +15,16 @@
  *
  * A check before locking only keeps a typo from leaving a lock file behind
  * for a snapshot that never existed (a shared holder may not unlink it
- * afterwards: see ckl_snapshot_lock). It is needed only when the lock file
- * is about to be created, so the first attempt opens the lock file without
- * O_CREAT and, for a lock that may wait, without waiting: when the file is
- * there and free (the common case) there is nothing to pre-check; when it
- * is missing, or busy and the caller would wait, we fall back to
- * check-then-lock exactly as before, so a missing snapshot is still
- * reported before any lock file is created and before any waiting. Any
- * other failure of the first attempt is answered as the pre-check would
- * have answered it first: -ENOENT if the snapshot is gone, else the error.
+ * afterwards: see ckl_snapshot_lock), and a busy lock from making us wait
+ * for (or answer CKL_EBUSY about) a snapshot that is gone. So it is made
+ * only when one of those is about to happen: the lock file is opened
+ * without O_CREAT, and the check runs at the first busy answer, before any
+ * waiting. When the file is there and free (the common case) there is
+ * nothing to pre-check; when it is missing we fall back to check-then-
+ * create-and-lock exactly as before. So a missing snapshot is still
+ * reported before any lock file is created and before any waiting, and any
+ * other failure is answered as the pre-check would have answered it first:
+ * -ENOENT if the snapshot is gone, else the error.
  *
  * Each existence check is one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
  * of "type/id/time" (ckl__snapshot_dir_exists), not three openat + close.
@@ -56,26 +57,39 @@ static int snapshot_exists(const ckl_store *st, const ckl_snapshot_name *n) {
 }
 
 /* Lock an existing snapshot's lock file: the fast first attempt described
- * at the top, then check-then-lock. *lo is the caller's request; its
- * busy_holder is filled only by the attempt whose answer is returned. */
+ * at the top, then check-then-lock. *lo is the caller's request. */
+typedef struct exists_arg {
+  const ckl_store *st;
+  const ckl_snapshot_name *n;
+  bool checked; /* the snapshot was found to exist at the first busy answer */
+} exists_arg;
+
+static int exists_on_busy(void *v) {
+  exists_arg *a = v;
+  int rc = snapshot_exists(a->st, a->n);
+  a->checked = rc == 0;
+  return rc;
+}
+
 static int acquire_existing(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *lk,
                             const char *path, ckl_lock_mode mode, const ckl_lock_opts *lo) {
-  ckl_lock_opts first = *lo;
-  ckl_holder who;
-  first.timeout_ms = CKL_TRY;
-  first.busy_holder = lo->busy_holder ? &who : NULL;
-  int rc = ckl__path_lock_acquire_existing(lk, path, mode, &first);
+  /* The check a busy answer needs is made when the first one comes, before
+   * any waiting: a held lock file of a snapshot already gone answers
+   * -ENOENT at once (its holder is a forget, which will unlink it), and
+   * busy_holder is then left untouched, as the pre-check left it. */
+  exists_arg ea = {.st = st, .n = n};
+  int rc = ckl__path_lock_acquire_existing(lk, path, mode, lo, exists_on_busy, &ea);
   if (rc == 0) return 0;
-  int undecided = rc == -ENOENT ||
-                  (lo->timeout_ms != CKL_TRY && (rc == CKL_EBUSY || rc == CKL_EREPLACED));
-  if (!undecided) {
-    int ex = snapshot_exists(st, n);
-    if (ex < 0) return ex;
-    if (lo->busy_holder) *lo->busy_holder = who;
-    return rc;
+  if (rc == -ENOENT) {
+    /* No lock file (never locked, or unlinked by a forget or prune), or
+     * the snapshot is gone: check, then create and lock as before. */
+    if ((rc = snapshot_exists(st, n)) < 0) return rc;
+    return acquire(st, lk, path, mode, lo);
   }
-  if ((rc = snapshot_exists(st, n)) < 0) return rc;
-  return acquire(st, lk, path, mode, lo);
+  if ((rc == CKL_EBUSY || rc == CKL_ETIMEDOUT) && ea.checked) return rc;
+  /* Any other failure, as the pre-check would have answered it first. */
+  int ex = snapshot_exists(st, n);
+  return ex < 0 ? ex : rc;
 }
 
 int ckl_group_lock(ckl_store *st, const ckl_group_name *g, ckl_path_lock *lk,

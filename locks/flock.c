@@ -314,7 +314,7 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
   ckl__deadline_init(&d, rq->timeout_ms);
   const short type = rq->exclusive ? F_WRLCK : F_RDLCK;
   const int wait = rq->timeout_ms == CKL_FOREVER;
-  int replaced = 0;
+  int replaced = 0, busy_seen = 0;
   for (;;) {
     int fd = open_lockfile(rq->path, !rq->exclusive, !rq->no_create, writable);
     if (fd < 0) return fd;
@@ -327,14 +327,23 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
        * such, not waited for. */
       int bad = stat_min(fd, "", AT_EMPTY_PATH, st);
       if (bad == 0) bad = check_regular(st, rq->path);
+      if (bad == 0 && !busy_seen++ && rq->on_busy) bad = rq->on_busy(rq->on_busy_arg);
       if (bad < 0) {
         ckl__close(fd);
         return bad;
       }
+      /* First, for ~100 us, retry on this fd, yielding between attempts
+       * (common/util.c says why): most holders are about to release. A
+       * file replaced meanwhile is caught by the verify after the grant,
+       * as for any waiter. */
+      while (rc == -EAGAIN && ckl__deadline_spin(&d))
+        rc = ckl__ofd_setlk(fd, type, rq->start, rq->len, 0);
+    }
+    if (rc == -EAGAIN) {
       /* Sleep with the fd open (so the holder can still be read if time
-       * runs out), but reopen for every attempt: if the file is replaced
-       * meanwhile, polling the old inode would wait for a holder that no
-       * longer guards anything. */
+       * runs out), but reopen for every attempt after a sleep: if the file
+       * is replaced meanwhile, polling the old inode would wait for a
+       * holder that no longer guards anything. */
       if (!ckl__deadline_backoff(&d)) {
         ckl__fill_busy_holder(fd, rq->path, rq->start, rq->len, rq->exclusive, rq->rec_off,
                               rq->busy_holder);
@@ -383,7 +392,8 @@ static void reset(ckl_path_lock *lk) {
 }
 
 static int acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
-                   const ckl_lock_opts *opts, int no_create) {
+                   const ckl_lock_opts *opts, int no_create, int (*on_busy)(void *),
+                   void *on_busy_arg) {
   static const ckl_lock_opts defaults = {.timeout_ms = CKL_TRY};
   if (!opts) opts = &defaults;
   if (!lk || !path || !*path || !valid_mode(mode) || opts->timeout_ms < CKL_FOREVER)
@@ -406,7 +416,8 @@ static int acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
   ckl__range_req rq = {.path = path, .kind = CKL__KIND_PATH,
                        .exclusive = mode == CKL_LOCK_EXCLUSIVE, .start = 0, .len = 0,
                        .rec_off = 0, .timeout_ms = opts->timeout_ms,
-                       .busy_holder = opts->busy_holder, .no_create = no_create};
+                       .busy_holder = opts->busy_holder, .no_create = no_create,
+                       .on_busy = on_busy, .on_busy_arg = on_busy_arg};
   struct stat st;
   int writable = 0;
   int fd = ckl__range_acquire(&rq, &st, &writable);
@@ -440,12 +451,13 @@ static int acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
 
 int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
                           const ckl_lock_opts *opts) {
-  return acquire(lk, path, mode, opts, 0);
+  return acquire(lk, path, mode, opts, 0, NULL, NULL);
 }
 
 int ckl__path_lock_acquire_existing(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
-                                    const ckl_lock_opts *opts) {
-  return acquire(lk, path, mode, opts, 1);
+                                    const ckl_lock_opts *opts, int (*on_busy)(void *),
+                                    void *on_busy_arg) {
+  return acquire(lk, path, mode, opts, 1, on_busy, on_busy_arg);
 }
 
 int ckl_path_lock_release(ckl_path_lock *lk) {

@@ -710,7 +710,7 @@ int ckl_softlock_acquire(ckl_softlock *lk, const char *path, ckl_lock_mode mode,
   if (rc == 0) {
     h->mode = mode;
     ckl__deadline d;
-    ckl__deadline_init(&d, opts->timeout_ms);
+    ckl__deadline_init_files(&d, opts->timeout_ms); /* no spin: NFS */
     rc = mode == CKL_LOCK_EXCLUSIVE ? acquire_writer(h, opts, &d) : acquire_reader(h, opts, &d);
   }
   if (rc < 0) {

@@ -187,8 +187,8 @@ typedef struct release_arg {
 
 static void *release_later(void *p) {
   release_arg *a = p;
-  /* Released when the waiter has started waiting: its second attempt (the
-   * one with the deadline) has opened the file. */
+  /* Released once the waiter is waiting: it has opened the file a second
+   * time, after its first busy answer and first sleep. */
   ckl_failpoint_wait_hits("flock.before_lock", 2, 10000);
   ckl_path_lock_release(a->lk);
   return NULL;
