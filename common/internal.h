@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "chunklock/common.h"
@@ -59,26 +60,57 @@ void ckl__sleep_ms(int64_t ms);
 /* Format a wall-clock ns time as RFC 3339 UTC ("2026-11-21T15:07:43Z"). */
 void ckl__format_time(int64_t realtime_ns, char *buf, size_t len);
 
-/* ---- identity ------------------------------------------------------------ */
-/* 128 random bits as 32 lowercase hex chars + NUL. 0 or -errno. */
+/* ---- identity (common/process.c) ----------------------------------------
+ * All of these are right in a fork child: their state is reset there. */
+/* 128 bits from a keyed PRF (SipHash, key from getrandom once per process)
+ * as 32 lowercase hex chars + NUL: unique, not guessable without the key.
+ * 0 or -errno when no random key could be had. No system call. */
 int ckl__random_token(char out[CKL_TOKEN_HEX_LEN + 1]);
-/* Uniform random 64-bit value (getrandom; for jitter, not secrets). */
+/* Uniform 64-bit value from the same generator (jitter, temp names). */
 uint64_t ckl__random_u64(void);
+/* getpid() and gettid(), cached (no system call after the first). */
+pid_t ckl__getpid(void);
 int64_t ckl__gettid(void);
+
+/* Fork generation, for a release that wants to skip its explicit unlock
+ * when close() alone releases the lock, i.e. when no other process can
+ * share its open file description. Read the generation BEFORE opening the
+ * fd; at release, if ckl__fork_gate_enter(gen) returns true no fork()
+ * started since (one cannot start before ckl__fork_gate_leave, which must
+ * be called right after close()); if false, unlock explicitly. Forks that
+ * bypass pthread_atfork (raw clone(), _Fork()) are not seen: their
+ * children keep a shared description alive until they exec or exit. */
+uint64_t ckl__fork_generation(void);
+bool ckl__fork_gate_enter(uint64_t gen);
+void ckl__fork_gate_leave(void);
 /* Cached host name (never fails; "unknown" if gethostname fails). */
 const char *ckl__hostname(void);
 
 /* ---- deadlines and backoff ------------------------------------------------
- * A deadline made from a CKL_TRY / CKL_FOREVER / ms timeout. */
+ * A deadline made from a CKL_TRY / CKL_FOREVER / ms timeout, and the pace
+ * of the retries while busy (common/util.c says why). */
 typedef struct ckl__deadline {
   int64_t timeout_ms;  /* as given */
   int64_t end_ns;      /* monotonic; meaningful when timeout_ms > 0 */
-  int64_t backoff_ms;  /* next sleep, doubles up to a cap */
+  int spin;            /* retry with sched_yield() for a while first */
+  int64_t spin_end_ns; /* monotonic; 0 until the first busy answer */
+  int64_t backoff_us;  /* next sleep, doubles up to a cap */
 } ckl__deadline;
+/* For kernel locks (an attempt is a cheap non-blocking fcntl): ~100 us of
+ * yielding retries, then sleeps from 50 us doubling to 64 ms. */
 void ckl__deadline_init(ckl__deadline *d, int64_t timeout_ms);
-/* Sleep for the next backoff step (with jitter) if the deadline allows it.
- * Returns true if the caller should try again, false if time is up. */
+/* For marker-file locks (an attempt is file-server round trips): no
+ * spinning, sleeps from 1 ms doubling to 64 ms. */
+void ckl__deadline_init_files(ckl__deadline *d, int64_t timeout_ms);
+/* Wait before the next attempt (yield, or sleep for the next backoff step
+ * with jitter) if the deadline allows it. Returns true if the caller
+ * should try again, false if time is up. */
 bool ckl__deadline_backoff(ckl__deadline *d);
+/* The spin part alone: true (after a sched_yield) while the spin window,
+ * opened by the first call, lasts and the deadline allows; false
+ * otherwise, without waiting. For callers that retry differently while
+ * spinning (on the same fd) than after a sleep (on a reopened one). */
+bool ckl__deadline_spin(ckl__deadline *d);
 
 /* ---- small string helpers --------------------------------------------------
  * Copy src into dst of size n, always NUL-terminated; returns -ENAMETOOLONG

@@ -1,9 +1,8 @@
 /* common/util.c - clocks, identity, deadlines, small string helpers. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/syscall.h>
 #include <time.h>
 
 #include "internal.h"
@@ -33,40 +32,8 @@ void ckl__format_time(int64_t realtime_ns, char *buf, size_t len) {
   strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int fill_random(void *buf, size_t len) {
-  unsigned char *p = buf;
-  while (len > 0) {
-    ssize_t n = getrandom(p, len, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-int ckl__random_token(char out[CKL_TOKEN_HEX_LEN + 1]) {
-  unsigned char raw[CKL_TOKEN_HEX_LEN / 2];
-  int rc = fill_random(raw, sizeof raw);
-  if (rc < 0) return rc;
-  static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < sizeof raw; i++) {
-    out[2 * i] = hex[raw[i] >> 4];
-    out[2 * i + 1] = hex[raw[i] & 15];
-  }
-  out[CKL_TOKEN_HEX_LEN] = '\0';
-  return 0;
-}
-
-uint64_t ckl__random_u64(void) {
-  uint64_t v = 0;
-  if (fill_random(&v, sizeof v) < 0) v = (uint64_t)ckl__now_monotonic_ns() * 0x9E3779B97F4A7C15ULL;
-  return v;
-}
-
-int64_t ckl__gettid(void) { return (int64_t)syscall(SYS_gettid); }
+/* Tokens, random values, pid and tid: common/process.c (they must change
+ * at fork). */
 
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
 static char host_name[64];
@@ -80,31 +47,99 @@ const char *ckl__hostname(void) {
   return host_name;
 }
 
-/* Backoff: start at 1 ms, double to a 64 ms cap, sleep a uniformly random
- * 50-100 % of the step (jitter keeps waiters from retrying in lockstep),
- * never past the deadline. */
-#define CKL__BACKOFF_START_MS 1
-#define CKL__BACKOFF_CAP_MS 64
+/*
+ * Waiting for a lock with a deadline.
+ *
+ * The kernel has no timed F_OFD_SETLKW, so a deadline wait polls:
+ * F_OFD_SETLK, and while busy, ckl__deadline_backoff between attempts.
+ * How it polls decides the handoff latency. A first sleep of 0.5-1 ms made
+ * every contended handoff cost ~0.9 ms against the ~20 us in which the
+ * kernel wakes a blocked F_OFD_SETLKW (docs/benchmarks.md, figure 2), and
+ * most locks (a manifest update, a GC lock handed over) are held for far
+ * less than that. So, for kernel locks (ckl__deadline_init):
+ *   1. spin: for the first CKL__SPIN_NS after the first busy answer, retry
+ *      at once, with sched_yield() between attempts: the holder, if it is
+ *      runnable, gets the CPU (this machine class has 2 cores), and a
+ *      release is seen within one attempt (a few us). An attempt is a
+ *      non-blocking fcntl (plus an open and a stat for path locks);
+ *   2. then sleep, starting at CKL__BACKOFF_START_US and doubling to the
+ *      cap, a uniformly random 50-100 % of the step (jitter keeps waiters
+ *      from retrying in lockstep). A long wait costs one wake-up per cap
+ *      interval, as before.
+ * Never past the deadline; CKL_TRY never waits.
+ *
+ * Why not the alternatives that would block in the kernel:
+ *   - a signal-timed F_OFD_SETLKW (a per-thread POSIX timer whose signal
+ *     interrupts the wait with EINTR): a library must not install signal
+ *     handlers or take a signal number from the application it lives in,
+ *     and a handler-less signal would kill the process;
+ *   - a waiter thread blocked in F_OFD_SETLKW on the same open file
+ *     description while the caller waits on a condition variable: a thread
+ *     per contended wait, and at the deadline a grant may race in that must
+ *     be undone (cancel, join, unlock): a blocked fcntl cannot be cancelled
+ *     except by a signal, which brings back the first problem.
+ * CKL_FOREVER keeps the blocking F_OFD_SETLKW (callers choose it).
+ *
+ * Marker-file locks (the soft locks, for NFS) use ckl__deadline_init_files:
+ * an attempt there is several round trips to a file server, so no spin,
+ * and the first sleep stays at 1 ms.
+ */
+#define CKL__SPIN_NS (100 * 1000LL)
+#define CKL__BACKOFF_START_US 50
+#define CKL__FILES_BACKOFF_START_US 1000
+#define CKL__BACKOFF_CAP_US (64 * 1000)
 
-void ckl__deadline_init(ckl__deadline *d, int64_t timeout_ms) {
+static void deadline_init(ckl__deadline *d, int64_t timeout_ms, int spin, int64_t start_us) {
   d->timeout_ms = timeout_ms;
   d->end_ns = timeout_ms > 0 ? ckl__now_monotonic_ns() + timeout_ms * 1000000LL : 0;
-  d->backoff_ms = CKL__BACKOFF_START_MS;
+  d->spin = spin;
+  d->spin_end_ns = 0; /* set at the first busy answer */
+  d->backoff_us = start_us;
+}
+
+void ckl__deadline_init(ckl__deadline *d, int64_t timeout_ms) {
+  deadline_init(d, timeout_ms, 1, CKL__BACKOFF_START_US);
+}
+
+void ckl__deadline_init_files(ckl__deadline *d, int64_t timeout_ms) {
+  deadline_init(d, timeout_ms, 0, CKL__FILES_BACKOFF_START_US);
+}
+
+/* Within the spin window (opening it at the first call)? Yields if so. */
+static bool spin_step(ckl__deadline *d, int64_t now) {
+  if (!d->spin) return false;
+  if (d->spin_end_ns == 0) d->spin_end_ns = now + CKL__SPIN_NS;
+  if (now >= d->spin_end_ns) return false;
+  sched_yield();
+  return true;
+}
+
+bool ckl__deadline_spin(ckl__deadline *d) {
+  if (d->timeout_ms == CKL_TRY) return false;
+  int64_t now = ckl__now_monotonic_ns();
+  if (d->timeout_ms > 0 && now >= d->end_ns) return false;
+  return spin_step(d, now);
 }
 
 bool ckl__deadline_backoff(ckl__deadline *d) {
   if (d->timeout_ms == CKL_TRY) return false;
-  int64_t step = d->backoff_ms;
-  int64_t sleep_us = step * 500 + (int64_t)(ckl__random_u64() % (uint64_t)(step * 500 + 1));
+  int64_t now = ckl__now_monotonic_ns();
+  if (d->timeout_ms > 0 && now >= d->end_ns) return false;
+  if (spin_step(d, now)) return true;
+  int64_t step = d->backoff_us;
+  int64_t sleep_us = step / 2 + (int64_t)(ckl__random_u64() % (uint64_t)(step / 2 + 1));
   if (d->timeout_ms > 0) {
-    int64_t left_us = (d->end_ns - ckl__now_monotonic_ns()) / 1000;
+    int64_t left_us = (d->end_ns - now) / 1000;
     if (left_us <= 0) return false;
     if (sleep_us > left_us) sleep_us = left_us;
   }
   struct timespec ts = {.tv_sec = sleep_us / 1000000, .tv_nsec = (sleep_us % 1000000) * 1000};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
-  if (d->backoff_ms < CKL__BACKOFF_CAP_MS) d->backoff_ms *= 2;
+  if (d->backoff_us < CKL__BACKOFF_CAP_US) {
+    d->backoff_us *= 2;
+    if (d->backoff_us > CKL__BACKOFF_CAP_US) d->backoff_us = CKL__BACKOFF_CAP_US;
+  }
   return true;
 }
 

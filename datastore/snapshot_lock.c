@@ -8,12 +8,26 @@
  * operation gets the order checked: group -> snapshot -> manifest.
  *
  * A snapshot may be forgotten at any moment we do not hold its lock. The
- * existence checks are therefore made twice: before locking (so a typo does
- * not leave a lock file behind for a snapshot that never existed) and
- * after the lock is granted (a forget may have completed in between; it
- * unlinks the lock files while holding them, so lock-then-verify in
- * ckl_path_lock_acquire hands us a fresh lock file, on which the snapshot
- * is simply gone). Only the second check decides.
+ * existence check that decides is made after the lock is granted (a forget
+ * may have completed in between; it unlinks the lock files while holding
+ * them, so lock-then-verify in ckl_path_lock_acquire hands us a fresh lock
+ * file, on which the snapshot is simply gone).
+ *
+ * A check before locking only keeps a typo from leaving a lock file behind
+ * for a snapshot that never existed (a shared holder may not unlink it
+ * afterwards: see ckl_snapshot_lock), and a busy lock from making us wait
+ * for (or answer CKL_EBUSY about) a snapshot that is gone. So it is made
+ * only when one of those is about to happen: the lock file is opened
+ * without O_CREAT, and the check runs at the first busy answer, before any
+ * waiting. When the file is there and free (the common case) there is
+ * nothing to pre-check; when it is missing we fall back to check-then-
+ * create-and-lock exactly as before. So a missing snapshot is still
+ * reported before any lock file is created and before any waiting, and any
+ * other failure is answered as the pre-check would have answered it first:
+ * -ENOENT if the snapshot is gone, else the error.
+ *
+ * Each existence check is one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+ * of "type/id/time" (ckl__snapshot_dir_exists), not three openat + close.
  */
 #include <limits.h>
 #include <string.h>
@@ -21,6 +35,7 @@
 
 #include "common/internal.h"
 #include "datastore/store_internal.h"
+#include "locks/locks_internal.h"
 
 static const ckl_snap_lock_opts no_opts = {0};
 
@@ -38,12 +53,43 @@ static int acquire(const ckl_store *st, ckl_path_lock *lk, const char *path, ckl
 }
 
 static int snapshot_exists(const ckl_store *st, const ckl_snapshot_name *n) {
-  int fd = ckl__snapshot_open_dir(st, n);
-  if (fd >= 0) {
-    ckl__close(fd);
-    return 0;
+  return ckl__snapshot_dir_exists(st, n);
+}
+
+/* Lock an existing snapshot's lock file: the fast first attempt described
+ * at the top, then check-then-lock. *lo is the caller's request. */
+typedef struct exists_arg {
+  const ckl_store *st;
+  const ckl_snapshot_name *n;
+  bool checked; /* the snapshot was found to exist at the first busy answer */
+} exists_arg;
+
+static int exists_on_busy(void *v) {
+  exists_arg *a = v;
+  int rc = snapshot_exists(a->st, a->n);
+  a->checked = rc == 0;
+  return rc;
+}
+
+static int acquire_existing(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *lk,
+                            const char *path, ckl_lock_mode mode, const ckl_lock_opts *lo) {
+  /* The check a busy answer needs is made when the first one comes, before
+   * any waiting: a held lock file of a snapshot already gone answers
+   * -ENOENT at once (its holder is a forget, which will unlink it), and
+   * busy_holder is then left untouched, as the pre-check left it. */
+  exists_arg ea = {.st = st, .n = n};
+  int rc = ckl__path_lock_acquire_existing(lk, path, mode, lo, exists_on_busy, &ea);
+  if (rc == 0) return 0;
+  if (rc == -ENOENT) {
+    /* No lock file (never locked, or unlinked by a forget or prune), or
+     * the snapshot is gone: check, then create and lock as before. */
+    if ((rc = snapshot_exists(st, n)) < 0) return rc;
+    return acquire(st, lk, path, mode, lo);
   }
-  return (fd == -ENOTDIR || fd == -ELOOP) ? -ENOENT : fd;
+  if ((rc == CKL_EBUSY || rc == CKL_ETIMEDOUT) && ea.checked) return rc;
+  /* Any other failure, as the pre-check would have answered it first. */
+  int ex = snapshot_exists(st, n);
+  return ex < 0 ? ex : rc;
 }
 
 int ckl_group_lock(ckl_store *st, const ckl_group_name *g, ckl_path_lock *lk,
@@ -70,13 +116,13 @@ int ckl_snapshot_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_lock_mode m
   int rc = ckl__store_snapshot_lock_path(st, n, path, sizeof path);
   if (rc < 0) return rc;
   bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
-  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
   ckl_lock_opts lo = {.timeout_ms = CKL_TRY,
                       .level = CKL_LEVEL_SNAPSHOT,
                       .order = opts->order,
                       .operation = opts->operation,
                       .busy_holder = opts->busy_holder};
-  if ((rc = acquire(st, lk, path, mode, &lo)) < 0) return rc;
+  rc = must_exist ? acquire_existing(st, n, lk, path, mode, &lo) : acquire(st, lk, path, mode, &lo);
+  if (rc < 0) return rc;
   if (must_exist && (rc = snapshot_exists(st, n)) < 0) {
     /* Forgotten between the check and the lock. A lock file with no
      * snapshot is litter; only an exclusive holder may remove it (a shared
@@ -97,7 +143,6 @@ int ckl_manifest_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *
   int rc = ckl__store_manifest_lock_path(st, n, path, sizeof path);
   if (rc < 0) return rc;
   bool must_exist = !(opts->flags & CKL_SNAP_LOCK_CREATING);
-  if (must_exist && (rc = snapshot_exists(st, n)) < 0) return rc;
   ckl_holder who = {0};
   ckl_lock_opts lo = {.timeout_ms = opts->timeout_ms ? opts->timeout_ms
                                                      : st->manifest_lock_timeout_ms,
@@ -105,7 +150,9 @@ int ckl_manifest_lock(ckl_store *st, const ckl_snapshot_name *n, ckl_path_lock *
                       .order = opts->order,
                       .operation = opts->operation ? opts->operation : "manifest",
                       .busy_holder = &who};
-  rc = acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+  rc = must_exist ? acquire_existing(st, n, lk, path, CKL_LOCK_EXCLUSIVE, &lo)
+                 : acquire(st, lk, path, CKL_LOCK_EXCLUSIVE, &lo);
+  if (rc == -ENOENT && must_exist) return rc; /* as the pre-check answered it */
   if (opts->busy_holder) *opts->busy_holder = who;
   if (rc == CKL_ETIMEDOUT || rc == CKL_EBUSY) {
     char h[256];

@@ -72,6 +72,10 @@ int ckl__snapshot_relpath(const ckl_snapshot_name *n, char *buf, size_t len);
  * symlink on the way. fd, or -ENOENT, -ENOTDIR/-ELOOP (a symlink or a
  * file where a directory belongs), -EINVAL, -errno. */
 int ckl__snapshot_open_dir(const ckl_store *st, const ckl_snapshot_name *n);
+/* Does the snapshot directory exist (same walk, nothing kept open)? 0, or
+ * -ENOENT (missing, or a symlink or file where a directory belongs),
+ * -EINVAL, -errno. */
+int ckl__snapshot_dir_exists(const ckl_store *st, const ckl_snapshot_name *n);
 
 /* Is n a valid, consistent name (parts valid, time_s matches time)? */
 bool ckl__snapshot_name_ok(const ckl_snapshot_name *n);

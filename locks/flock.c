@@ -17,7 +17,15 @@
  *
  * Release in a process that did not take the lock (a fork child) only
  * closes the inherited fd: an explicit unlock there would unlock the
- * parent's open file description, which the child shares.
+ * parent's open file description, which the child shares. In the owner,
+ * release unlocks explicitly only if a fork() may have given a child a
+ * copy of the fd; otherwise close() is the last reference and releases.
+ *
+ * Cost, uncontended (docs/benchmarks.md, figure 1): open, F_OFD_SETLK,
+ * fstat + fstatat (verify, and the regular-file check), close; an
+ * exclusive holder adds the pwrite of its record and the one clearing it.
+ * Nothing else makes a system call: pid and token are cached/generated in
+ * user space (common/process.c).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -25,6 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 
 #include "locks/locks_internal.h"
 
@@ -75,7 +84,7 @@ void ckl__holder_record_encode(unsigned char buf[CKL__HOLDER_REC_SIZE],
   memset(buf, 0, CKL__HOLDER_REC_SIZE);
   memcpy(buf, REC_MAGIC, 8);
   put_u64(buf + REC_OFF_SIZE, CKL__HOLDER_REC_SIZE); /* u32 size + u32 reserved 0 */
-  put_u64(buf + REC_OFF_PID, (uint64_t)getpid());
+  put_u64(buf + REC_OFF_PID, (uint64_t)ckl__getpid());
   put_u64(buf + REC_OFF_TID, (uint64_t)ckl__gettid());
   put_u64(buf + REC_OFF_SINCE, (uint64_t)since_ns);
   memcpy(buf + REC_OFF_TOKEN, token, CKL_TOKEN_HEX_LEN);
@@ -184,12 +193,13 @@ void ckl__fill_busy_holder(int fd, const char *path, off_t start, off_t len, int
 
 /* ---- opening, verifying, locking ------------------------------------------ */
 
-int ckl__lockfile_open(const char *path, int read_only_ok, int *writable, struct stat *st) {
+/* open() half of ckl__lockfile_open: fd or -errno (logged). */
+static int open_lockfile(const char *path, int read_only_ok, int create, int *writable) {
   /* O_NONBLOCK: a FIFO planted at the path must not hang the open; it is
-   * rejected below as not a regular file. It has no effect on fcntl locks. */
+   * rejected as not a regular file. It has no effect on fcntl locks. */
   const int common = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
   int w = 1;
-  int fd = open(path, O_RDWR | O_CREAT | common, 0600);
+  int fd = open(path, O_RDWR | (create ? O_CREAT : 0) | common, 0600);
   if (fd < 0) {
     int err = errno;
     if (read_only_ok && (err == EACCES || err == EPERM || err == EROFS)) {
@@ -205,31 +215,86 @@ int ckl__lockfile_open(const char *path, int read_only_ok, int *writable, struct
       return -err;
     }
   }
-  if (fstat(fd, st) != 0) {
-    int err = errno;
-    ckl__close(fd);
-    ckl__log_error("lock file %s: fstat: %s", path, strerror(err));
-    return -err;
-  }
-  if (!S_ISREG(st->st_mode)) {
-    ckl__close(fd);
-    /* O_RDWR on a directory fails with EISDIR, but the read-only retry
-     * opens it: say the same thing either way. */
-    int err = S_ISDIR(st->st_mode) ? EISDIR : EINVAL;
-    ckl__log_error("lock file %s: not a regular file", path);
-    return -err;
-  }
   if (writable) *writable = w;
   return fd;
 }
 
-int ckl__lockfile_verify(int fd, const char *path) {
-  struct stat a, b;
-  if (fstat(fd, &a) != 0) return -errno;
-  /* lstat, not stat: a symlink planted at the path is not our file. */
-  if (lstat(path, &b) != 0) return errno == ENOENT ? CKL_EREPLACED : -errno;
-  if (a.st_nlink == 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) return CKL_EREPLACED;
+/* 0 if st (of the fd opened at path) is a regular file, else the error
+ * ckl__lockfile_open documents (logged). */
+static int check_regular(const struct stat *st, const char *path) {
+  if (S_ISREG(st->st_mode)) return 0;
+  ckl__log_error("lock file %s: not a regular file", path);
+  /* O_RDWR on a directory fails with EISDIR, but the read-only retry
+   * opens it: say the same thing either way. */
+  return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+}
+
+int ckl__lockfile_open(const char *path, int read_only_ok, int *writable, struct stat *st) {
+  int fd = open_lockfile(path, read_only_ok, 1, writable);
+  if (fd < 0) return fd;
+  int rc = fstat(fd, st) == 0 ? check_regular(st, path) : -errno;
+  if (rc < 0) {
+    if (rc != -EISDIR && rc != -EINVAL)
+      ckl__log_error("lock file %s: fstat: %s", path, strerror(-rc));
+    ckl__close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+/* stat, asking only for type, inode and link count (statx), or fstatat
+ * where statx does not exist. Why not plain fstat: on filesystems with
+ * multigrain timestamps (ext4, xfs, btrfs, tmpfs since Linux 6.13) reading
+ * an inode's ctime flags it as queried, and the next write must then give
+ * it a fine-grained, new timestamp, which on ext4 is a journal update: the
+ * holder record's pwrite cost twice as much after every lock's verify.
+ * Only st_dev, st_ino, st_mode (type) and st_nlink of *out are filled. */
+static atomic_int no_statx; /* statx said ENOSYS/EPERM (old kernel, seccomp) */
+
+static int stat_min(int dirfd, const char *path, int flags, struct stat *out) {
+  if (!atomic_load_explicit(&no_statx, memory_order_relaxed)) {
+    struct statx sx;
+    if (statx(dirfd, path, flags, STATX_TYPE | STATX_INO | STATX_NLINK, &sx) == 0) {
+      memset(out, 0, sizeof *out);
+      out->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+      out->st_ino = (ino_t)sx.stx_ino;
+      out->st_mode = sx.stx_mode;
+      out->st_nlink = (nlink_t)sx.stx_nlink;
+      return 0;
+    }
+    /* EPERM: a seccomp filter that predates statx. If it was a real
+     * denial, fstatat answers the same and we only lose the mask. */
+    if (errno != ENOSYS && errno != EPERM) return -errno;
+    atomic_store_explicit(&no_statx, 1, memory_order_relaxed);
+  }
+  return fstatat(dirfd, path, out, flags) == 0 ? 0 : -errno;
+}
+
+/* Lock, then verify, in two system calls: a stat of the fd (which also
+ * tells a regular file from a FIFO or device planted at the path, so no
+ * separate check is made before locking) and one fstatat of the path that
+ * follows no symlink in its last component (a symlink planted at the path
+ * is not our file; the fd itself was opened O_NOFOLLOW). *fst receives the
+ * fd's stat. 0, CKL_EREPLACED, -EISDIR/-EINVAL (not a regular file), or
+ * -errno. */
+static int verify_st(int fd, const char *path, struct stat *fst, int want_regular) {
+  struct stat b;
+  int rc = stat_min(fd, "", AT_EMPTY_PATH, fst);
+  if (rc < 0) return rc;
+  if (want_regular && (rc = check_regular(fst, path)) < 0) return rc;
+  if ((rc = stat_min(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, &b)) < 0)
+    return rc == -ENOENT ? CKL_EREPLACED : rc;
+  /* Same dev and inode is the test; nlink 0 cannot pass it (the path
+   * names the inode, so it is linked) but costs nothing to state. The
+   * inode number cannot have been reused: our fd keeps the old one alive. */
+  if (fst->st_nlink == 0 || fst->st_dev != b.st_dev || fst->st_ino != b.st_ino)
+    return CKL_EREPLACED;
   return 0;
+}
+
+int ckl__lockfile_verify(int fd, const char *path) {
+  struct stat a;
+  return verify_st(fd, path, &a, 0);
 }
 
 int ckl__ofd_setlk(int fd, short type, off_t start, off_t len, int wait) {
@@ -249,19 +314,37 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
   ckl__deadline_init(&d, rq->timeout_ms);
   const short type = rq->exclusive ? F_WRLCK : F_RDLCK;
   const int wait = rq->timeout_ms == CKL_FOREVER;
-  int replaced = 0;
+  int replaced = 0, busy_seen = 0;
   ckl__reprobe rp = {0};
   for (;;) {
-    int fd = ckl__lockfile_open(rq->path, !rq->exclusive, writable, st);
+    int fd = open_lockfile(rq->path, !rq->exclusive, !rq->no_create, writable);
     if (fd < 0) return fd;
     int rc = rq->kind == CKL__KIND_GC ? CKL_FAILPOINT("gclock.before_lock")
                                       : CKL_FAILPOINT("flock.before_lock");
     if (rc == 0) rc = ckl__ofd_setlk(fd, type, rq->start, rq->len, wait);
     if (rc == -EAGAIN) {
-      /* Busy. Sleep with the fd open (so the holder can still be read if
-       * time runs out), but reopen for every attempt: if the file is
-       * replaced meanwhile, polling the old inode would wait for a holder
-       * that no longer guards anything. */
+      /* Busy. The regular-file check is made after locking on the fast
+       * path (verify_st); a busy FIFO or device must still be refused as
+       * such, not waited for. */
+      int bad = stat_min(fd, "", AT_EMPTY_PATH, st);
+      if (bad == 0) bad = check_regular(st, rq->path);
+      if (bad == 0 && !busy_seen++ && rq->on_busy) bad = rq->on_busy(rq->on_busy_arg);
+      if (bad < 0) {
+        ckl__close(fd);
+        return bad;
+      }
+      /* First, for ~100 us, retry on this fd, yielding between attempts
+       * (common/util.c says why): most holders are about to release. A
+       * file replaced meanwhile is caught by the verify after the grant,
+       * as for any waiter. */
+      while (rc == -EAGAIN && ckl__deadline_spin(&d))
+        rc = ckl__ofd_setlk(fd, type, rq->start, rq->len, 0);
+    }
+    if (rc == -EAGAIN) {
+      /* Sleep with the fd open (so the holder can still be read if time
+       * runs out), but reopen for every attempt after a sleep: if the file
+       * is replaced meanwhile, polling the old inode would wait for a
+       * holder that no longer guards anything. */
       if (!ckl__deadline_backoff(&d)) {
         ckl__fill_busy_holder(fd, rq->path, rq->start, rq->len, rq->exclusive, rq->rec_off,
                               rq->busy_holder);
@@ -293,7 +376,7 @@ int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable)
       ckl__log_warn("lock file %s: cannot write holder record: %s", rq->path, strerror(-rc));
     rc = rq->kind == CKL__KIND_GC ? CKL_FAILPOINT("gclock.after_lock")
                                   : CKL_FAILPOINT("flock.after_lock");
-    if (rc == 0) rc = ckl__lockfile_verify(fd, rq->path);
+    if (rc == 0) rc = verify_st(fd, rq->path, st, 1);
     if (rc == 0) return fd;
     /* Cleared while still held (as in release), then closing drops the
      * grant: this description is ours alone. */
@@ -325,8 +408,9 @@ static void reset(ckl_path_lock *lk) {
   lk->fd = -1;
 }
 
-int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
-                          const ckl_lock_opts *opts) {
+static int acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                   const ckl_lock_opts *opts, int no_create, int (*on_busy)(void *),
+                   void *on_busy_arg) {
   static const ckl_lock_opts defaults = {.timeout_ms = CKL_TRY};
   if (!opts) opts = &defaults;
   if (!lk || !path || !*path || !valid_mode(mode) || opts->timeout_ms < CKL_FOREVER)
@@ -345,10 +429,13 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
     return rc;
   }
   int64_t since = 0;
+  /* Before the open: see ckl__fork_gate_enter (common/internal.h). */
+  uint64_t fork_gen = ckl__fork_generation();
   ckl__range_req rq = {.path = path, .kind = CKL__KIND_PATH,
                        .exclusive = mode == CKL_LOCK_EXCLUSIVE, .start = 0, .len = 0,
                        .rec_off = 0, .timeout_ms = opts->timeout_ms,
-                       .busy_holder = opts->busy_holder,
+                       .busy_holder = opts->busy_holder, .no_create = no_create,
+                       .on_busy = on_busy, .on_busy_arg = on_busy_arg,
                        .rec_token = mode == CKL_LOCK_EXCLUSIVE ? token : NULL,
                        .rec_operation = opts->operation, .since_ns = &since};
   struct stat st;
@@ -369,7 +456,8 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
   lk->ino = st.st_ino;
   lk->acquired_ns = since;
   lk->path = dup;
-  lk->owner_pid = getpid();
+  lk->owner_pid = ckl__getpid();
+  lk->fork_gen = fork_gen;
   /* An exclusive holder's record was written at the grant (range
    * acquire). It only names us; failing to write it (ENOSPC, EIO) leaves
    * contenders with "unknown holder", which is still "busy". */
@@ -378,26 +466,51 @@ int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mod
   return 0;
 }
 
+int ckl_path_lock_acquire(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                          const ckl_lock_opts *opts) {
+  return acquire(lk, path, mode, opts, 0, NULL, NULL);
+}
+
+int ckl__path_lock_acquire_existing(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                                    const ckl_lock_opts *opts, int (*on_busy)(void *),
+                                    void *on_busy_arg) {
+  return acquire(lk, path, mode, opts, 1, on_busy, on_busy_arg);
+}
+
 int ckl_path_lock_release(ckl_path_lock *lk) {
   if (!lk || !lk->held) return 0;
   ckl__observe_lock(lk, 0); /* the lease stops verifying it before it goes */
-  if (lk->owner_pid == getpid()) {
+  if (lk->owner_pid == ckl__getpid()) {
     /* Clear our record while still holding, so it can never be mistaken
-     * for a later holder's; then unlock explicitly, which also releases a
-     * lock a fork child still references through its copy of the fd.
-     * Cleared by overwriting it with zeros, not by ftruncate(0): on ext4
-     * (auto_da_alloc) a file truncated to 0 and written again is flushed
-     * to disk on close, so truncating made every exclusive acquire+release
-     * cycle a disk write, ~1 ms on a virtual disk (docs/benchmarks.md,
-     * figure 2). An all-zero record is no record (bad magic). */
+     * for a later holder's. Cleared by overwriting it with zeros, not by
+     * ftruncate(0): on ext4 (auto_da_alloc) a file truncated to 0 and
+     * written again is flushed to disk on close, so truncating made every
+     * exclusive acquire+release cycle a disk write, ~1 ms on a virtual
+     * disk (docs/benchmarks.md, figure 2). An all-zero record is no record
+     * (bad magic). */
     int rc = 0;
     if (lk->mode == CKL_LOCK_EXCLUSIVE && (rc = ckl__holder_record_clear(lk->fd, 0)) < 0)
       ckl__log_debug("lock file %s: clearing holder record: %s", lk->path, strerror(-rc));
-    rc = ckl__ofd_setlk(lk->fd, F_UNLCK, 0, 0, 0);
-    if (rc < 0) ckl__log_warn("lock file %s: unlock: %s (close releases it)", lk->path,
-                              strerror(-rc));
+    /* Unlock explicitly only when close() might not release: the OFD lock
+     * goes with the last reference to the open file description, and a
+     * fork child that neither exec'd nor exited still holds one (its copy
+     * of the fd). The gate tells us that no fork() has copied our fd
+     * table since before the open (the generation is unchanged) and that
+     * none can copy it until our close() is done. Then our fd is the only
+     * reference (path locks never dup it; lock.h forbids callers to) and
+     * close() alone releases: one system call saved on every release. */
+    if (ckl__fork_gate_enter(lk->fork_gen)) {
+      ckl__close(lk->fd);
+      ckl__fork_gate_leave();
+    } else {
+      rc = ckl__ofd_setlk(lk->fd, F_UNLCK, 0, 0, 0);
+      if (rc < 0) ckl__log_warn("lock file %s: unlock: %s (close releases it)", lk->path,
+                                strerror(-rc));
+      ckl__close(lk->fd);
+    }
+  } else {
+    ckl__close(lk->fd); /* inherited: the parent still holds it */
   }
-  ckl__close(lk->fd);
   ckl_lock_order_pop(lk->order, lk->level);
   free(lk->path);
   reset(lk);
@@ -409,7 +522,7 @@ int ckl_path_lock_unlink(ckl_path_lock *lk) {
   /* Before the unlink: a lease verifying it afterwards would call it lost. */
   ckl__observe_lock(lk, 0);
   int rc = 0;
-  if (lk->owner_pid != getpid() || lk->mode != CKL_LOCK_EXCLUSIVE) {
+  if (lk->owner_pid != ckl__getpid() || lk->mode != CKL_LOCK_EXCLUSIVE) {
     /* Only the exclusive owner may destroy the file others wait on. */
     rc = -EINVAL;
   } else {
@@ -444,7 +557,7 @@ static int readonly_reason(int fd) {
 int ckl_path_lock_convert(ckl_path_lock *lk, ckl_lock_mode mode, int64_t timeout_ms,
                           ckl_holder *busy_holder) {
   if (!lk || !lk->held || !valid_mode(mode) || timeout_ms < CKL_FOREVER) return -EINVAL;
-  if (lk->owner_pid != getpid()) return -EINVAL;
+  if (lk->owner_pid != ckl__getpid()) return -EINVAL;
   if (mode == lk->mode) return 0;
   if (mode == CKL_LOCK_SHARED) {
     /* Downgrading never waits: we are the only holder. Clear the record

@@ -143,6 +143,12 @@ typedef struct ckl__range_req {
   const char *rec_token;
   const char *rec_operation;
   int64_t *since_ns;
+  int no_create;            /* open without O_CREAT: -ENOENT if missing */
+  /* Optional: called once, at the first busy answer, before any waiting
+   * (and before CKL_EBUSY for CKL_TRY); a negative return is returned at
+   * once, busy_holder untouched. */
+  int (*on_busy)(void *arg);
+  void *on_busy_arg;
 } ckl__range_req;
 
 /* Consecutive "file was replaced" retries taken at once before the loop
@@ -158,5 +164,16 @@ typedef struct ckl__range_req {
  * busy_holder set it may take up to CKL__REPROBE_MS longer, or end in a
  * grant. */
 int ckl__range_acquire(const ckl__range_req *rq, struct stat *st, int *writable);
+
+/* ckl_path_lock_acquire that never creates the lock file: -ENOENT (logged
+ * at debug level only) when it, or its directory, does not exist; every
+ * other answer as ckl_path_lock_acquire. on_busy (optional) as in
+ * ckl__range_req: a check to make before waiting or answering busy. For
+ * callers that must check something before they may create a lock file
+ * or wait for one, and can skip that check when the file is already there
+ * and free (datastore/snapshot_lock.c). */
+int ckl__path_lock_acquire_existing(ckl_path_lock *lk, const char *path, ckl_lock_mode mode,
+                                    const ckl_lock_opts *opts, int (*on_busy)(void *),
+                                    void *on_busy_arg);
 
 #endif

@@ -41,6 +41,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chunklock/proclock.h"
 #include "locks/locks_internal.h"
@@ -211,7 +212,7 @@ int ckl_proclock_open(const char *path, ckl_proclock **out) {
   }
   pl->dev = st.st_dev;
   pl->ino = st.st_ino;
-  pl->pid = getpid();
+  pl->pid = ckl__getpid();
   pl->fd = fd;
   pl->handles = 1;
   pl->next_id = 1;
@@ -245,7 +246,7 @@ static void destroy(ckl_proclock *pl) {
 }
 
 void ckl_proclock_close(ckl_proclock *pl) {
-  if (!pl || pl->pid != getpid()) return; /* inherited: forgotten at fork */
+  if (!pl || pl->pid != ckl__getpid()) return; /* inherited: forgotten at fork */
   pthread_mutex_lock(&reg_mu);
   if (pl->handles <= 0) {
     pthread_mutex_unlock(&reg_mu);
@@ -275,6 +276,18 @@ typedef struct add_arg {
   int64_t since_ns;
 } add_arg;
 
+/* A guard's start time. CLOCK_REALTIME_COARSE (the time of the last
+ * tick, a few ms behind at most): a plain memory read in the vDSO, where
+ * CLOCK_REALTIME reads the clock source, which under a hypervisor was 40 %
+ * of a nested guard's acquire+release. A start time that is early by a
+ * tick only makes ckl_proclock_oldest_shared older, the conservative
+ * direction for anything computing a cutoff from it. */
+static int64_t guard_now_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_REALTIME_COARSE, &ts) != 0) return ckl__now_realtime_ns();
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int commit_add(ckl_proclock *pl, void *v) {
   add_arg *a = v;
   if (pl->n_guards == pl->cap) {
@@ -285,7 +298,7 @@ static int commit_add(ckl_proclock *pl, void *v) {
     pl->cap = cap;
   }
   a->id = pl->next_id++;
-  a->since_ns = ckl__now_realtime_ns();
+  a->since_ns = guard_now_ns();
   pl->guards[pl->n_guards++] = (guard_rec){a->id, a->exclusive, a->since_ns};
   if (a->exclusive) pl->n_excl++;
   else pl->n_shared++;
@@ -295,7 +308,7 @@ static int commit_add(ckl_proclock *pl, void *v) {
 static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t timeout_ms,
                 ckl_holder *busy, const char *op) {
   if (!pl || !g || g->held || timeout_ms < CKL_FOREVER) return -EINVAL;
-  if (pl->pid != getpid()) {
+  if (pl->pid != ckl__getpid()) {
     ckl__log_error("%s: process locker inherited through fork; open it again", pl->path);
     return -EINVAL;
   }
@@ -313,7 +326,7 @@ static int take(ckl_proclock *pl, ckl_proclock_guard *g, int exclusive, int64_t 
   g->pl = pl;
   g->since_ns = a.since_ns;
   g->id = a.id;
-  g->owner_pid = getpid();
+  g->owner_pid = ckl__getpid();
   if (exclusive && (rc = CKL_FAILPOINT("proclock.after_exclusive")) < 0) {
     ckl_proclock_release(g);
     return rc;
@@ -338,7 +351,7 @@ int ckl__proclock_exclusive_as(ckl_proclock *pl, ckl_proclock_guard *g, int64_t 
 
 int ckl_proclock_release(ckl_proclock_guard *g) {
   if (!g || !g->held) return 0;
-  if (g->owner_pid != getpid()) {
+  if (g->owner_pid != ckl__getpid()) {
     /* Inherited through fork: the parent still holds it. Forget only. */
     memset(g, 0, sizeof *g);
     return 0;
@@ -374,7 +387,8 @@ static int commit_upgrade(ckl_proclock *pl, void *v) {
 }
 
 int ckl_proclock_upgrade(ckl_proclock_guard *g, int64_t timeout_ms, ckl_holder *busy_holder) {
-  if (!g || !g->held || timeout_ms < CKL_FOREVER || g->owner_pid != getpid()) return -EINVAL;
+  if (!g || !g->held || timeout_ms < CKL_FOREVER || g->owner_pid != ckl__getpid())
+    return -EINVAL;
   if (g->exclusive) return 0;
   int rc = CKL_FAILPOINT("proclock.before_exclusive");
   if (rc < 0) return rc;
@@ -393,7 +407,7 @@ int ckl_proclock_upgrade(ckl_proclock_guard *g, int64_t timeout_ms, ckl_holder *
 }
 
 int ckl_proclock_downgrade(ckl_proclock_guard *g) {
-  if (!g || !g->held || g->owner_pid != getpid()) return -EINVAL;
+  if (!g || !g->held || g->owner_pid != ckl__getpid()) return -EINVAL;
   if (!g->exclusive) return 0;
   ckl_proclock *pl = g->pl;
   pthread_mutex_lock(&reg_mu);
@@ -412,7 +426,7 @@ int ckl_proclock_downgrade(ckl_proclock_guard *g) {
 
 int ckl_proclock_oldest_shared(ckl_proclock *pl, int64_t *since_ns) {
   if (!pl || !since_ns) return -EINVAL;
-  if (pl->pid != getpid()) return -ENOENT; /* this process holds nothing on it */
+  if (pl->pid != ckl__getpid()) return -ENOENT; /* this process holds nothing on it */
   int rc = -ENOENT;
   pthread_mutex_lock(&reg_mu);
   for (size_t i = 0; i < pl->n_guards; i++) {
@@ -428,7 +442,7 @@ int ckl_proclock_oldest_shared(ckl_proclock *pl, int64_t *since_ns) {
 
 void ckl_proclock_counts(ckl_proclock *pl, int *shared, int *exclusive) {
   int s = 0, e = 0;
-  if (pl && pl->pid == getpid()) {
+  if (pl && pl->pid == ckl__getpid()) {
     pthread_mutex_lock(&reg_mu);
     s = pl->n_shared;
     e = pl->n_excl;
@@ -470,13 +484,13 @@ int ckl__gclock_acquire_as(const char *path, ckl_gclock *g, int64_t timeout_ms,
   g->held = 1;
   g->fd = fd;
   g->since_ns = since;
-  g->owner_pid = getpid();
+  g->owner_pid = ckl__getpid();
   return 0;
 }
 
 int ckl_gclock_release(ckl_gclock *g) {
   if (!g || !g->held) return 0;
-  if (g->owner_pid == getpid()) {
+  if (g->owner_pid == ckl__getpid()) {
     (void)ckl__holder_record_clear(g->fd, ckl__holder_slot(GC_BYTE));
     int rc = ckl__ofd_setlk(g->fd, F_UNLCK, GC_BYTE, 1, 0);
     if (rc < 0) ckl__log_warn("GC lock: unlock: %s (close releases it)", strerror(-rc));

@@ -121,7 +121,7 @@ static void reg_remove(hold *h) {
 }
 
 static int is_forked(const hold *h) {
-  return atomic_load(&h->forked) || h->owner_pid != getpid();
+  return atomic_load(&h->forked) || h->owner_pid != ckl__getpid();
 }
 
 /* ---- setup and teardown ------------------------------------------------------- */
@@ -138,7 +138,7 @@ static void hold_free(hold *h) {
   if (!h) return;
   ckl__close(h->env.dir_fd);
   ckl__close(h->env.readers_fd);
-  if (!atomic_load(&h->forked) && h->owner_pid == getpid()) {
+  if (!atomic_load(&h->forked) && h->owner_pid == ckl__getpid()) {
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
   }
@@ -208,7 +208,7 @@ static int open_readers(hold *h) {
 
 static int setup(hold *h, const char *path, const ckl_softlock_opts *o) {
   h->env.dir_fd = h->env.readers_fd = -1;
-  h->owner_pid = getpid();
+  h->owner_pid = ckl__getpid();
   const char *slash = strrchr(path, '/');
   const char *base = slash ? slash + 1 : path;
   if (!*base || !strcmp(base, ".") || !strcmp(base, "..")) return -EINVAL;
@@ -266,7 +266,7 @@ static int new_marker(hold *h, const char *op, ckl__softlock_marker *m) {
   memcpy(m->host, h->env.host, sizeof m->host);
   memcpy(m->boot, h->env.boot, sizeof m->boot);
   m->pidns = h->env.pidns;
-  m->pid = getpid();
+  m->pid = ckl__getpid();
   m->created_ns = ckl__softlock_now(&h->env, CKL_SOFTLOCK_CLOCK_WALL);
   if (m->created_ns < 1) m->created_ns = 1;
   if (ckl__strlcpy(m->op, op && valid_id(op, 31) ? op : "-", sizeof m->op) < 0) return -EINVAL;
@@ -710,7 +710,7 @@ int ckl_softlock_acquire(ckl_softlock *lk, const char *path, ckl_lock_mode mode,
   if (rc == 0) {
     h->mode = mode;
     ckl__deadline d;
-    ckl__deadline_init(&d, opts->timeout_ms);
+    ckl__deadline_init_files(&d, opts->timeout_ms); /* no spin: NFS */
     rc = mode == CKL_LOCK_EXCLUSIVE ? acquire_writer(h, opts, &d) : acquire_reader(h, opts, &d);
   }
   if (rc < 0) {

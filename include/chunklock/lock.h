@@ -42,6 +42,12 @@
  *     inherited lock in the child therefore only closes the child's copy
  *     of the fd (the lock stays with the parent); unlink, convert and
  *     verify refuse it (-EINVAL). Take new locks in the child instead.
+ *   - Never dup() lk->fd (or pass it to another process): release relies
+ *     on its close() being the last reference to the open file description
+ *     when no fork() happened since the acquisition (it then skips the
+ *     explicit unlock; after a fork it unlocks explicitly). A child made
+ *     by a raw clone() or _Fork(), which pthread_atfork does not see, and
+ *     that neither execs nor exits, keeps such a lock until it does.
  *   - Lock files must live on a filesystem with working OFD locks (any local
  *     Linux filesystem). For NFS use the soft locks (softlock.h).
  */
@@ -114,6 +120,8 @@ typedef struct ckl_path_lock {
   char token[CKL_TOKEN_HEX_LEN + 1];
   pid_t owner_pid;        /* process that took it: release elsewhere only
                              closes the inherited fd (fork safety) */
+  uint64_t fork_gen;      /* fork generation before the open: release skips
+                             the explicit unlock if no fork() happened since */
 } ckl_path_lock;
 
 /**

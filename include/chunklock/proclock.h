@@ -56,7 +56,8 @@ typedef struct ckl_proclock_guard {
   int held;             /* 1 while held */
   int exclusive;        /* 1 for an exclusive guard */
   ckl_proclock *pl;
-  int64_t since_ns;     /* CLOCK_REALTIME when taken */
+  int64_t since_ns;     /* CLOCK_REALTIME when taken (coarse: may be one
+                           clock tick, a few ms, early) */
   uint64_t id;          /* registry slot identity */
   pid_t owner_pid;      /* process that took it (fork safety) */
 } ckl_proclock_guard;

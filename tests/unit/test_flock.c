@@ -741,6 +741,54 @@ static void test_release_in_fork_child_is_inert(void **state) {
   assert_int_equal(try_lock(f->path, CKL_LOCK_EXCLUSIVE, CKL_TRY, NULL), 0);
 }
 
+/* A fork child that neither execs nor exits shares the description of a
+ * lock taken before the fork: release must unlock it explicitly, since the
+ * close() alone would leave it held by the child's copy of the fd. */
+static int linger_child(void *v) {
+  proc_arg *a = v;
+  char c = 'R';
+  if (write(a->ready[1], &c, 1) != 1) return 2;
+  if (read(a->go[0], &c, 1) != 1) return 3; /* holds the inherited fd until told */
+  return 0;
+}
+
+static void test_release_with_live_fork_child_unlocks(void **state) {
+  fx *f = *state;
+  proc_arg a = {.path = f->path};
+  assert_int_equal(pipe2(a.ready, O_CLOEXEC), 0);
+  assert_int_equal(pipe2(a.go, O_CLOEXEC), 0);
+  ckl_path_lock lk = {0};
+  for (int mode = CKL_LOCK_SHARED; mode <= CKL_LOCK_EXCLUSIVE; mode++) {
+    assert_int_equal(ckl_path_lock_acquire(&lk, f->path, (ckl_lock_mode)mode, NULL), 0);
+    pid_t pid = ckl_test_fork(linger_child, &a);
+    char c;
+    /* Results are asserted after the child is let go, so that a failure
+     * cannot leave it (and the test) waiting forever. */
+    int rc[6];
+    rc[0] = (int)read(a.ready[0], &c, 1);
+    rc[1] = try_lock(f->path, CKL_LOCK_EXCLUSIVE, CKL_TRY, NULL);
+    rc[2] = ckl_path_lock_release(&lk);
+    /* The child is still alive with its copy of the fd. */
+    rc[3] = try_lock(f->path, CKL_LOCK_EXCLUSIVE, CKL_TRY, NULL);
+    /* A lock taken after the fork is not in the child: close() releases. */
+    rc[4] = ckl_path_lock_acquire(&lk, f->path, (ckl_lock_mode)mode, NULL);
+    if (rc[4] == 0) ckl_path_lock_release(&lk);
+    rc[5] = try_lock(f->path, CKL_LOCK_EXCLUSIVE, CKL_TRY, NULL);
+    assert_int_equal(write(a.go[1], "G", 1), 1);
+    assert_int_equal(ckl_test_wait(pid), 0);
+    assert_int_equal(rc[0], 1);
+    assert_int_equal(rc[1], CKL_EBUSY);
+    assert_int_equal(rc[2], 0);
+    assert_int_equal(rc[3], 0);
+    assert_int_equal(rc[4], 0);
+    assert_int_equal(rc[5], 0);
+  }
+  for (int i = 0; i < 2; i++) {
+    close(a.ready[i]);
+    close(a.go[i]);
+  }
+}
+
 /* ---- lock order --------------------------------------------------------------- */
 
 #ifdef CKL_DEBUG
@@ -836,6 +884,7 @@ int main(void) {
       T(test_convert),
       T(test_across_processes),
       T(test_release_in_fork_child_is_inert),
+      T(test_release_with_live_fork_child_unlocks),
       T(test_lock_order),
 #undef T
   };
