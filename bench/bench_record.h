@@ -72,6 +72,8 @@ typedef struct br_rec {
   int figure;
   const char *name, *unit, *note, *series;
   double value, floor, target, min, max, x;
+  double ratio; /* NAN: value / floor when there is a floor (a peer record
+                 * sets chunklock / peer here, with no floor) */
   const char *cmp; /* ">=" or "<=" (NULL when target is NAN) */
   int runs;
   bool peer;
@@ -80,7 +82,7 @@ typedef struct br_rec {
 /* A record with every optional field unset. */
 #define BR_REC(fig, nm, val, un)                                                           \
   ((br_rec){.figure = (fig), .name = (nm), .value = (val), .unit = (un), .floor = NAN,    \
-            .target = NAN, .min = NAN, .max = NAN, .x = NAN, .runs = 1})
+            .target = NAN, .min = NAN, .max = NAN, .x = NAN, .ratio = NAN, .runs = 1})
 
 typedef struct br_out {
   FILE *f;
@@ -99,7 +101,12 @@ static inline bool br_open(br_out *o, const char *path) {
 
 static inline void br_str(FILE *f, const char *s) {
   fputc('"', f);
-  for (; *s; s++) fputc(*s == '"' || *s == '\\' || (unsigned char)*s < 0x20 ? '\'' : *s, f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
   fputc('"', f);
 }
 
@@ -109,19 +116,25 @@ static inline void br_num(FILE *f, double v) {
 }
 
 /* Whether the record meets its target: 1, 0, or -1 (no target). */
+static inline double br_ratio(const br_rec *r) {
+  if (!isnan(r->ratio)) return r->ratio;
+  return isnan(r->floor) || r->floor == 0 ? NAN : r->value / r->floor;
+}
+
 static inline int br_met(const br_rec *r) {
   if (isnan(r->target) || !r->cmp) return -1;
-  double v = isnan(r->floor) ? r->value : r->value / r->floor;
+  double v = isnan(br_ratio(r)) ? r->value : br_ratio(r);
   if (isnan(v)) return 0;
   return strcmp(r->cmp, "<=") == 0 ? v <= r->target : v >= r->target;
 }
 
 /* Write r (and echo a one-line summary on stderr). */
 static inline void br_emit(br_out *o, const br_rec *r) {
-  double ratio = isnan(r->floor) || r->floor == 0 ? NAN : r->value / r->floor;
+  double ratio = br_ratio(r);
   int met = br_met(r);
   fprintf(stderr, "  %-58s %12.4g %-8s", r->name, r->value, r->unit);
-  if (!isnan(ratio)) fprintf(stderr, " floor %.4g ratio %.3f", r->floor, ratio);
+  if (!isnan(r->floor)) fprintf(stderr, " floor %.4g", r->floor);
+  if (!isnan(ratio)) fprintf(stderr, " ratio %.3f", ratio);
   if (met >= 0) fprintf(stderr, " target %s%g %s", r->cmp, r->target, met ? "met" : "MISSED");
   fputc('\n', stderr);
   FILE *f = o->f;

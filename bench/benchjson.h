@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_record.h"
+
 typedef struct bj_stats {
   double median, min, max;
   int runs;
@@ -75,99 +77,40 @@ static inline bj_rec bj_rec_init(int figure, const char *name, const char *unit,
   return r;
 }
 
-static inline void bj_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
+/* The JSON array writer: bj_open, bj_write per record, bj_close. One
+ * writer for every figure program: this is bench_record.h's, fed from the
+ * stats-carrying record above. */
+typedef br_out bj_file;
 
-static inline void bj_num(FILE *f, double v) {
-  if (isnan(v) || isinf(v)) fputs("null", f);
-  else fprintf(f, "%.6g", v);
-}
+static inline int bj_open(bj_file *j, const char *path) { return br_open(j, path) ? 0 : -1; }
 
-/* The JSON array writer: bj_open, bj_write per record, bj_close. */
-typedef struct bj_file {
-  FILE *f;
-  int n;
-} bj_file;
-
-static inline int bj_open(bj_file *j, const char *path) {
-  j->n = 0;
-  j->f = NULL;
-  if (!path) return 0;
-  j->f = fopen(path, "we");
-  if (!j->f) return -1;
-  fputs("[", j->f);
-  return 0;
+static inline br_rec bj_to_br(const bj_rec *r) {
+  br_rec b = BR_REC(r->figure, r->name, r->s.median, r->unit);
+  b.floor = r->floor;
+  b.ratio = r->ratio;
+  b.target = r->target;
+  b.cmp = r->cmp;
+  b.min = r->s.min;
+  b.max = r->s.max;
+  b.runs = r->s.runs;
+  b.peer = r->peer;
+  b.note = r->note;
+  b.x = r->x;
+  b.series = r->series;
+  return b;
 }
 
 /* Whether the record meets its target: -1 none, 0 no, 1 yes. */
 static inline int bj_met(const bj_rec *r) {
-  if (isnan(r->target) || !r->cmp) return -1;
-  double v = !isnan(r->ratio) ? r->ratio : r->s.median;
-  if (isnan(v)) return 0;
-  return strcmp(r->cmp, "<=") == 0 ? v <= r->target : v >= r->target;
+  br_rec b = bj_to_br(r);
+  return br_met(&b);
 }
 
 static inline void bj_write(bj_file *j, bj_rec r) {
-  if (isnan(r.ratio) && !isnan(r.floor) && r.floor != 0) r.ratio = r.s.median / r.floor;
-  int met = bj_met(&r);
-  /* Also on stdout, so a run shows its numbers as it goes. */
-  printf("fig%d  %-58s %12.5g %-8s", r.figure, r.name, r.s.median, r.unit);
-  if (!isnan(r.ratio)) printf(" ratio %.3f", r.ratio);
-  if (met >= 0) printf(" target %s %g: %s", r.cmp, r.target, met ? "met" : "MISSED");
-  printf("\n");
-  fflush(stdout);
-  if (!j->f) return;
-  FILE *f = j->f;
-  fprintf(f, "%s\n  {\"figure\": %d, \"name\": ", j->n++ ? "," : "", r.figure);
-  bj_str(f, r.name);
-  fputs(", \"value\": ", f);
-  bj_num(f, r.s.median);
-  fputs(", \"unit\": ", f);
-  bj_str(f, r.unit);
-  fputs(", \"floor\": ", f);
-  bj_num(f, r.floor);
-  fputs(", \"ratio\": ", f);
-  bj_num(f, r.ratio);
-  fputs(", \"target\": ", f);
-  bj_num(f, r.target);
-  fputs(", \"target_cmp\": ", f);
-  if (met >= 0) bj_str(f, r.cmp);
-  else fputs("null", f);
-  fprintf(f, ", \"met\": %s", met < 0 ? "null" : met ? "true" : "false");
-  fputs(", \"min\": ", f);
-  bj_num(f, r.s.min);
-  fputs(", \"max\": ", f);
-  bj_num(f, r.s.max);
-  fprintf(f, ", \"runs\": %d, \"peer\": %s", r.s.runs, r.peer ? "true" : "false");
-  if (r.note) {
-    fputs(", \"note\": ", f);
-    bj_str(f, r.note);
-  }
-  if (!isnan(r.x)) {
-    fputs(", \"x\": ", f);
-    bj_num(f, r.x);
-  }
-  if (r.series) {
-    fputs(", \"series\": ", f);
-    bj_str(f, r.series);
-  }
-  fputs("}", f);
+  br_rec b = bj_to_br(&r);
+  br_emit(j, &b);
 }
 
-static inline int bj_close(bj_file *j) {
-  if (!j->f) return 0;
-  fputs("\n]\n", j->f);
-  int rc = fclose(j->f);
-  j->f = NULL;
-  return rc == 0 ? 0 : -1;
-}
+static inline int bj_close(bj_file *j) { return br_close(j) == 0 ? 0 : -1; }
 
 #endif
