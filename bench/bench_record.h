@@ -154,10 +154,11 @@ static inline void br_emit(br_out *o, const br_rec *r) {
   fputs(", \"target_cmp\": ", f);
   if (met >= 0) br_str(f, r->cmp);
   else fputs("null", f);
+  /* a single measurement (no series) is its own min and max */
   fprintf(f, ", \"met\": %s, \"min\": ", met < 0 ? "null" : met ? "true" : "false");
-  br_num(f, r->min);
+  br_num(f, isnan(r->min) ? r->value : r->min);
   fputs(", \"max\": ", f);
-  br_num(f, r->max);
+  br_num(f, isnan(r->max) ? r->value : r->max);
   fprintf(f, ", \"runs\": %d, \"peer\": %s", r->runs, r->peer ? "true" : "false");
   if (r->note) {
     fputs(", \"note\": ", f);

@@ -20,7 +20,7 @@ REQUIRED = {
     "target_cmp": (str, type(None)), "met": (bool, type(None)), "min": NUM, "max": NUM,
     "runs": int, "peer": bool,
 }
-OPTIONAL = {"note": str, "x": NUM, "series": str}
+OPTIONAL = {"note": str, "x": NUM, "series": str, "program": str}  # program: set by bench/run
 
 
 def check(rec, i):
