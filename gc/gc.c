@@ -408,6 +408,11 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   if (!o->dry_run) {
     rc = CKL_FAILPOINT("gc.status.before_write");
     if (rc == 0) rc = ckl__gc_status_write(st, r);
+    /* A GC that died writing .gc-status left its temp file in the store's
+     * top directory, where nothing else would ever look. Only temps whose
+     * writer's lock is free are removed (locks/atomic_file.c), so a live
+     * writer's temp is safe; a failure here costs a few bytes, not the GC. */
+    if (rc == 0) (void)ckl_atomic_cleanup(st->path);
   }
 
 out:

@@ -63,7 +63,7 @@ typedef enum soak_res {
   RES_BUSY,
   RES_TIMEDOUT,
   RES_ENOENT,
-  RES_ABORTED, /* a backup the soak chose to abort */
+  RES_ABORTED, /* a backup the soak chose to abort; a GC aborted by a crashed forget */
   RES_DRYRUN,  /* a dry-run prune or GC */
   RES_N
 } soak_res;

@@ -9,11 +9,13 @@
  * the soak and names the operation, the snapshot, the error and the
  * library's log of that operation.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -582,6 +584,37 @@ static void op_prune(soak_worker *w) {
   else if (!atomic_load(&soak->failed)) op_fail(w, OP_PRUNE, grp, rc, "prune");
 }
 
+/*
+ * Crash mode only: a forget killed between its rename to .trash and the
+ * commit of its removed-set record (state.forget.before_commit) leaves a
+ * snapshot that vanished during a GC's mark without being "forgotten" for
+ * the GC. The GC then aborts before sweeping (CKL_EGCABORT): the safe
+ * answer of datastore/forget.c, "never a wrong sweep". Accepted only when
+ * the log names the snapshot and its crashed forget's copy is in .trash;
+ * any other abort is a failure.
+ */
+static int gc_abort_from_crashed_forget(void) {
+  static const char pre[] = "index files of ", post[] = " vanished during the mark";
+  if (!soak->crash) return 0;
+  const char *a = strstr(tl_log, pre), *b = a ? strstr(a, post) : NULL;
+  if (!a || !b) return 0;
+  a += sizeof pre - 1;
+  char name[256], trash[PATH_MAX + 16];
+  if ((size_t)(b - a) >= sizeof name) return 0;
+  memcpy(name, a, (size_t)(b - a));
+  name[b - a] = '\0';
+  for (char *c = name; *c; c++)
+    if (*c == '/') *c = '-'; /* type/id/time -> the trash entry's prefix */
+  snprintf(trash, sizeof trash, "%s/.trash", soak->store);
+  DIR *d = opendir(trash);
+  if (!d) return 0;
+  int found = 0;
+  for (struct dirent *e; !found && (e = readdir(d));)
+    found = strncmp(e->d_name, name, strlen(name)) == 0 && e->d_name[strlen(name)] == '-';
+  closedir(d);
+  return found;
+}
+
 static void op_gc(soak_worker *w, int strict) {
   soak_op op = strict ? OP_GC_STRICT : OP_GC;
   ckl_holder who = {0};
@@ -596,6 +629,8 @@ static void op_gc(soak_worker *w, int strict) {
       atomic_fetch_add(&soak->gc_removed_chunks, res.removed_chunks);
       atomic_fetch_add(&soak->gc_removed_set, res.removed_set_snapshots);
     }
+  } else if (rc == CKL_EGCABORT && gc_abort_from_crashed_forget()) {
+    count(op, RES_ABORTED);
   } else if (!busy_answer(w, op, NULL, rc, &who)) {
     op_fail(w, op, NULL, rc, "gc_run%s", o.dry_run ? " (dry run)" : "");
   }
