@@ -205,47 +205,6 @@ out:
 
 /* ---- stale trash ------------------------------------------------------------ */
 
-static int list_dir_names(int dfd, char ***out, size_t *n) {
-  *out = NULL;
-  *n = 0;
-  int fd = dup(dfd);
-  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-  if (!d) {
-    int rc = -errno;
-    ckl__close(fd);
-    return rc;
-  }
-  size_t cap = 0;
-  int rc = 0;
-  struct dirent *e;
-  while ((errno = 0, e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    if (*n == cap) {
-      cap = cap ? cap * 2 : 8;
-      char **v = realloc(*out, cap * sizeof *v);
-      if (!v) {
-        rc = -ENOMEM;
-        break;
-      }
-      *out = v;
-    }
-    if (!((*out)[*n] = strdup(e->d_name))) {
-      rc = -ENOMEM;
-      break;
-    }
-    (*n)++;
-  }
-  if (rc == 0 && errno) rc = -errno;
-  rewinddir(d); /* the fd is a dup: leave dfd's offset alone */
-  closedir(d);
-  return rc;
-}
-
-static void free_names(char **v, size_t n) {
-  for (size_t i = 0; i < n; i++) free(v[i]);
-  free(v);
-}
-
 /*
  * Why purging entries outside the removed set is safe at any time: an
  * entry our readdir saw was renamed there inside a forget transaction that
@@ -265,7 +224,7 @@ int ckl__trash_purge_stale(ckl_store *st, ckl__state *state) {
   if (tfd < 0) return errno == ENOENT ? 0 : -errno;
   char **names = NULL;
   size_t n = 0;
-  int rc = list_dir_names(tfd, &names, &n);
+  int rc = ckl__dir_names(tfd, NULL, &names, &n);
   if (rc < 0 || n == 0) goto out;
   if ((rc = ckl__state_is_removed(state, ".barrier")) < 0) goto out;
   ckl__removed_list l = {0};
@@ -291,7 +250,7 @@ int ckl__trash_purge_stale(ckl_store *st, ckl__state *state) {
   ckl__removed_list_free(&l);
   rc = removed;
 out:
-  free_names(names, n);
+  ckl__dir_names_free(names, n);
   ckl__close(tfd);
   return rc;
 }

@@ -157,36 +157,6 @@ static bool temp_locked(int dfd, const char *name) {
   return locked;
 }
 
-/* The names in dfd that `want` accepts (a malloc'd vector). */
-static int list_names(int dfd, bool (*want)(int dfd, const char *name), char ***out, size_t *n) {
-  *out = NULL;
-  *n = 0;
-  int fd = dup(dfd);
-  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-  if (!d) {
-    int rc = -errno;
-    ckl__close(fd);
-    return rc;
-  }
-  int rc = 0;
-  struct dirent *e;
-  while (rc == 0 && (e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !want(dfd, e->d_name)) continue;
-    char **v = realloc(*out, (*n + 1) * sizeof *v);
-    if (!v || !(v[*n] = strdup(e->d_name))) rc = -ENOMEM;
-    if (v) *out = v;
-    if (rc == 0) (*n)++;
-  }
-  rewinddir(d); /* a dup shares the offset with dfd */
-  closedir(d);
-  return rc;
-}
-
-static void free_names(char **v, size_t n) {
-  for (size_t i = 0; i < n; i++) free(v[i]);
-  free(v);
-}
-
 static bool stray_temp(int dfd, const char *name) {
   return name[0] == '.' && strstr(name, CKL__TMP_FILE_TAG) && !temp_locked(dfd, name);
 }
@@ -200,7 +170,7 @@ static bool any_entry(int dfd, const char *name) {
 static int check_snapshot_temps(frun *f, const char *rel, int dfd) {
   char **names;
   size_t n;
-  int rc = list_names(dfd, stray_temp, &names, &n);
+  int rc = ckl__dir_names(dfd, stray_temp, &names, &n);
   if (rc < 0) return rc == -ENOENT ? 0 : rc;
   char path[PATH_MAX];
   if (n && (f->flags & CKL_FSCK_CLEAN)) {
@@ -214,7 +184,7 @@ static int check_snapshot_temps(frun *f, const char *rel, int dfd) {
     report(f, CKL_FSCK_TEMP_FILE, path, "temp file of a writer that is gone%s",
            removed ? "; removed" : "");
   }
-  free_names(names, n);
+  ckl__dir_names_free(names, n);
   return 0;
 }
 
@@ -379,7 +349,7 @@ static int check_trash(frun *f) {
   if (tfd < 0) return errno == ENOENT ? 0 : -errno;
   char **names;
   size_t n;
-  int rc = list_names(tfd, any_entry, &names, &n);
+  int rc = ckl__dir_names(tfd, any_entry, &names, &n);
   if (rc == 0 && n && (f->flags & CKL_FSCK_CLEAN)) (void)ckl__trash_purge_stale(f->st, f->state);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     bool removed = (f->flags & CKL_FSCK_CLEAN) && !exists_at(tfd, names[i]);
@@ -390,7 +360,7 @@ static int check_trash(frun *f) {
            "a forgotten snapshot left in the trash (purged by the next forget, prune or GC)%s",
            removed ? "; removed" : "");
   }
-  free_names(names, n);
+  ckl__dir_names_free(names, n);
   ckl__close(tfd);
   return rc;
 }

@@ -33,6 +33,8 @@
  * parent carry its pid and are ignored (never used, never closed) in the
  * child, whose inherited state handles would answer -ECHILD anyway.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -252,4 +254,48 @@ bool ckl__ops_has_manifest(ckl_store *st, const ckl_snapshot_name *n) {
 
 void ckl__ops_snap_str(const ckl_snapshot_name *n, char buf[CKL_SNAP_NAME_MAX + 1]) {
   if (ckl_snapshot_name_format(n, buf, CKL_SNAP_NAME_MAX + 1) < 0) buf[0] = '\0';
+}
+
+/* ---- directory listings -------------------------------------------------- */
+
+int ckl__dir_names(int dfd, bool (*want)(int dfd, const char *name), char ***out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  int fd = dup(dfd);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!d) {
+    int rc = -errno;
+    ckl__close(fd);
+    return rc;
+  }
+  size_t cap = 0;
+  int rc = 0;
+  struct dirent *e;
+  while ((errno = 0, e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    if (want && !want(dfd, e->d_name)) continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 8;
+      char **v = realloc(*out, cap * sizeof *v);
+      if (!v) {
+        rc = -ENOMEM;
+        break;
+      }
+      *out = v;
+    }
+    if (!((*out)[*n] = strdup(e->d_name))) {
+      rc = -ENOMEM;
+      break;
+    }
+    (*n)++;
+  }
+  if (rc == 0 && errno) rc = -errno;
+  rewinddir(d); /* the fd is a dup: it shares its offset with dfd */
+  closedir(d);
+  return rc;
+}
+
+void ckl__dir_names_free(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i]);
+  free(v);
 }

@@ -78,6 +78,13 @@ int ckl__forget_held(ckl_store *st, ckl__state *state, const ckl_snapshot_name *
                      ckl_path_lock *snap_lock, ckl_lock_order *order, const char *why,
                      ckl_holder *busy);
 
+/* The entry names of directory dfd (without "." and ".."), those `want`
+ * accepts when it is given, as a malloc'd vector for
+ * ckl__dir_names_free. dfd's own offset is left alone (a dup is read).
+ * 0, -ENOMEM, or the -errno of dup/readdir. */
+int ckl__dir_names(int dfd, bool (*want)(int dfd, const char *name), char ***out, size_t *n);
+void ckl__dir_names_free(char **v, size_t n);
+
 /* Delete the entries of .trash that no GC needs: those not in the
  * removed-during-GC set (leftovers of forgets that crashed after the
  * move). Safe at any time; see forget.c for why. Returns the number
