@@ -70,6 +70,7 @@
 #include <unistd.h>
 
 #include "chunklock/chunklock.h"
+#include "common/internal.h"
 
 #define OLD_TIME 1577836800 /* 2020-01-01T00:00:00Z */
 #define SNAP_BASE 1704067200 /* 2024-01-01T00:00:00Z, first snapshot */
@@ -128,19 +129,6 @@ static size_t payload(uint64_t seed, uint64_t id, uint8_t buf[MAX_LEN]) {
   return len;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len) {
-  while (len > 0) {
-    ssize_t w = write(fd, p, len);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
 static const struct timespec old_times[2] = {{.tv_sec = OLD_TIME}, {.tv_sec = OLD_TIME}};
 
 static int write_chunk(shared *sh, const char *rel, const uint8_t *data, size_t len,
@@ -161,7 +149,7 @@ static int write_chunk(shared *sh, const char *rel, const uint8_t *data, size_t 
   if (fd < 0) {
     rc = -errno;
   } else {
-    rc = write_all(fd, img, img_len);
+    rc = ckl__write_all(fd, img, img_len);
     if (rc == 0 && futimens(fd, old_times) != 0) rc = -errno;
     if (close(fd) != 0 && rc == 0) rc = -errno;
   }

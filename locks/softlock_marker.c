@@ -317,19 +317,6 @@ int ckl__softlock_name_is(const char *name, char prefix) {
 
 /* ---- create ------------------------------------------------------------------- */
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 int ckl__softlock_marker_create(const ckl__softlock_env *e, int dirfd, const char *name,
                                 const ckl__softlock_marker *m, struct stat *st) {
   char buf[CKL__SOFTLOCK_MARKER_MAX + 1];
@@ -356,7 +343,7 @@ int ckl__softlock_marker_create(const ckl__softlock_env *e, int dirfd, const cha
       ckl__log_error("soft lock marker %s/%s: create: %s", where(e, dirfd), name, strerror(err));
     return -err;
   }
-  int rc = write_all(fd, buf, (size_t)len);
+  int rc = ckl__write_all(fd, buf, (size_t)len);
   if (rc == 0) {
     int64_t now = ckl__softlock_now(e, CKL_SOFTLOCK_CLOCK_WALL);
     struct timespec ts[2] = {{.tv_sec = now / 1000000000LL, .tv_nsec = now % 1000000000LL}};

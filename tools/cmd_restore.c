@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/internal.h"
 #include "tools/catalog.h"
 #include "tools/cli.h"
 
@@ -80,19 +81,6 @@ static bool all_zero(const uint8_t *p, size_t n) {
   return true;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 static int restore_file(rs *x, const cat_entry *e, int pfd, const char *leaf) {
   int fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return -errno;
@@ -119,7 +107,7 @@ static int restore_file(rs *x, const cat_entry *e, int pfd, const char *leaf) {
         if (len == HOLE_BLOCK && all_zero(x->buf + k, len)) {
           if (lseek(fd, (off_t)len, SEEK_CUR) < 0) rc = -errno;
         } else {
-          rc = write_all(fd, x->buf + k, len);
+          rc = ckl__write_all(fd, x->buf + k, len);
         }
       }
       off += (uint64_t)n;
