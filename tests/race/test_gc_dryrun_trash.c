@@ -74,7 +74,7 @@ static void forget_during_dry_run(ops_store *s, ckl_freeze *freeze, gc_arg *a) {
   ckl_snapshot_name keep = ops_make_snapshot(s->st, "host", "a", 10, 3);
   assert_int_equal(chunk_count(s), 5);
   age_chunks(s);
-  ops_log_start();
+  ckl_test_log_capture();
   assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
   a->st = s->st;
   pthread_t t;
@@ -89,7 +89,7 @@ static void forget_during_dry_run(ops_store *s, ckl_freeze *freeze, gc_arg *a) {
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(a->rc, 0);
   /* the vanished index was known forgotten: the dry run said so */
-  assert_true(ops_logged("was forgotten during the mark"));
+  assert_true(ckl_test_logged("was forgotten during the mark"));
   assert_int_equal(a->r.dry_run, 1);
   assert_int_equal(a->r.index_files, 1);           /* keep's; n's was gone */
   assert_int_equal(a->r.removed_set_snapshots, 0); /* its copy was never marked */
@@ -128,10 +128,6 @@ static void test_dry_run_ends_frozen(void **state) {
 }
 
 static int setup(void **state) { return ops_group_setup(state, "gcdrytrash"); }
-static int reset(void **state) {
-  ops_store_reset(*state);
-  return 0;
-}
 static int teardown(void **state) {
   ops_store_free(*state);
   free(*state);
@@ -140,8 +136,8 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup(test_dry_run_does_not_keep_forgets_waiting, reset),
-      cmocka_unit_test_setup(test_dry_run_ends_frozen, reset),
+      cmocka_unit_test_setup(test_dry_run_does_not_keep_forgets_waiting, ops_reset),
+      cmocka_unit_test_setup(test_dry_run_ends_frozen, ops_reset),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -125,6 +125,17 @@ static inline void ops_store_free(ops_store *s) {
   memset(s, 0, sizeof *s);
 }
 
+static inline int ops_group_teardown(void **state) {
+  ops_store_free(*state);
+  free(*state);
+  return 0;
+}
+
+static inline int ops_reset(void **state) {
+  ops_store_reset(*state);
+  return 0;
+}
+
 static inline ckl_group_name ops_group(const char *type, const char *id) {
   ckl_group_name g;
   char buf[CKL_SNAP_NAME_MAX + 1];
@@ -245,34 +256,6 @@ static inline int ops_roster_count(const ops_store *s, const char *op, const cha
   ops_roster_q q = {.op = op, .target = target};
   assert_true(ckl_roster_list(s->path, ops_roster_cb, &q) >= 0);
   return q.n;
-}
-
-/* Log capture, thread-safe. */
-static pthread_mutex_t ops_log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char ops_log_buf[65536];
-
-static inline void ops_log_cb(ckl_log_level level, const char *msg, void *ud) {
-  (void)level;
-  (void)ud;
-  pthread_mutex_lock(&ops_log_mu);
-  size_t used = strlen(ops_log_buf);
-  if (used + strlen(msg) + 2 < sizeof ops_log_buf)
-    snprintf(ops_log_buf + used, sizeof ops_log_buf - used, "%s\n", msg);
-  pthread_mutex_unlock(&ops_log_mu);
-}
-
-static inline void ops_log_start(void) {
-  pthread_mutex_lock(&ops_log_mu);
-  ops_log_buf[0] = '\0';
-  pthread_mutex_unlock(&ops_log_mu);
-  ckl_log_set(ops_log_cb, NULL, CKL_LOG_DEBUG);
-}
-
-static inline bool ops_logged(const char *needle) {
-  pthread_mutex_lock(&ops_log_mu);
-  bool f = strstr(ops_log_buf, needle) != NULL;
-  pthread_mutex_unlock(&ops_log_mu);
-  return f;
 }
 
 /* Wait (bounded) until a pausefile child has reached `name`: a file

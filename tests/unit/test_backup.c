@@ -15,17 +15,6 @@
 
 static int group_setup(void **state) { return ops_group_setup(state, "backup"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
-static int reset(void **state) {
-  ops_store_reset(*state);
-  return 0;
-}
-
 static void read_all(ckl_reader_archive *a, unsigned char *out, size_t len, size_t step) {
   for (size_t off = 0; off < len; off += step) {
     size_t want = len - off < step ? len - off : step;
@@ -588,9 +577,9 @@ static void test_abandoned_removed_by_next_backup(void **state) {
   ckl_snapshot_name na = ops_snap("host", "a", OPS_T0), nb = ops_snap("host", "b", OPS_T0);
   assert_true(ops_snap_exists(s, &na));
   assert_true(ops_snap_exists(s, &nb));
-  ops_log_start();
+  ckl_test_log_capture();
   ops_make_snapshot(s->st, "host", "a", 60, 6);
-  assert_true(ops_logged("removed abandoned snapshot host/a/2023-11-14T22:13:20Z"));
+  assert_true(ckl_test_logged("removed abandoned snapshot host/a/2023-11-14T22:13:20Z"));
   assert_false(ops_snap_exists(s, &na));
   assert_true(ops_snap_exists(s, &nb));
   assert_int_equal(ops_trash_count(s), 0);
@@ -601,7 +590,7 @@ static void test_abandoned_removed_by_next_backup(void **state) {
   assert_int_equal(ops_roster_count(s, "backup", NULL), 0);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
+#define T(f) cmocka_unit_test_setup_teardown(f, ops_reset, ops_reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -619,5 +608,5 @@ int main(void) {
       T(test_register_before_chunks),
       T(test_abandoned_removed_by_next_backup),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

@@ -11,17 +11,6 @@
 
 static int group_setup(void **state) { return ops_group_setup(state, "forget"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
-static int reset(void **state) {
-  ops_store_reset(*state);
-  return 0;
-}
-
 static char *lock_file(const ops_store *s, const ckl_snapshot_name *n, const char *suffix) {
   char *p = NULL;
   if (asprintf(&p, "%s/.locks/%s/%s/%s%s", s->path, n->type, n->id, n->time, suffix) < 0) abort();
@@ -334,7 +323,7 @@ static void test_manifest_lock_deadline(void **state) {
   ckl_store_close(quick);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
+#define T(f) cmocka_unit_test_setup_teardown(f, ops_reset, ops_reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -344,5 +333,5 @@ int main(void) {
       T(test_busy_verify_and_forget), T(test_busy_backup),
       T(test_manifest_lock_deadline),     T(test_dry_run_gc_deletes_at_once),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

@@ -35,12 +35,6 @@ static void collect(const ckl_fsck_problem *p, void *arg) {
 
 static int group_setup(void **state) { return ops_group_setup(state, "fsck"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
 /* Each test starts from three complete snapshots. */
 static int setup(void **state) {
   ops_store *s = *state;
@@ -336,5 +330,5 @@ int main(void) {
       T(test_gc_leftovers_and_trash),
       T(test_clean_flag),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

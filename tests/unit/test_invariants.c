@@ -10,12 +10,6 @@
 
 static int group_setup(void **state) { return ops_group_setup(state, "inv"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
 static ckl_snapshot_name snap_a;
 
 static int setup(void **state) {
@@ -274,5 +268,5 @@ int main(void) {
       cmocka_unit_test_setup(test_gc_active, setup),
       cmocka_unit_test_setup(test_leftovers, setup),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

@@ -123,17 +123,6 @@ static void test_select_rules(void **state) {
 
 static int group_setup(void **state) { return ops_group_setup(state, "prune"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
-static int reset(void **state) {
-  ops_store_reset(*state);
-  return 0;
-}
-
 /* Six daily snapshots, newest = index 0 at OPS_T0 + 5 days. */
 static void six_days(ops_store *s, ckl_snapshot_name n[6]) {
   for (int k = 5; k >= 0; k--) n[5 - k] = ops_make_snapshot(s->st, "host", "a", k * D, (uint32_t)k);
@@ -186,7 +175,7 @@ static void test_busy_snapshot_skipped(void **state) {
   six_days(s, n);
   ckl_reader *r;
   assert_int_equal(ckl_reader_open(s->st, &n[4], NULL, &r), 0);
-  ops_log_start();
+  ckl_test_log_capture();
   ckl_group_name g = ops_group("host", "a");
   ckl_prune_opts o = {.keep_last = 1};
   ckl_prune_item *it;
@@ -195,7 +184,7 @@ static void test_busy_snapshot_skipped(void **state) {
   assert_int_equal(it[4].rc, CKL_EBUSY);
   assert_int_equal(it[4].keep, 0);
   assert_true(ops_snap_exists(s, &n[4]));
-  assert_true(ops_logged("is in use by read (pid "));
+  assert_true(ckl_test_logged("is in use by read (pid "));
   for (int i = 1; i < 6; i++)
     if (i != 4) assert_false(ops_snap_exists(s, &n[i]));
   free(it);
@@ -313,7 +302,7 @@ static void test_backup_during_prune(void **state) {
   for (int i = 1; i < 6; i++) assert_false(ops_snap_exists(s, &n[i]));
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
+#define T(f) cmocka_unit_test_setup_teardown(f, ops_reset, ops_reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -322,5 +311,5 @@ int main(void) {
       T(test_in_progress_and_abandoned),    T(test_prune_during_backup),
       T(test_backup_during_prune),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

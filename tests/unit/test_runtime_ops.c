@@ -30,12 +30,6 @@ static int group_setup(void **state) {
   return 0;
 }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
 static int reset(void **state) {
   ops_store_reset(*state);
   ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
@@ -499,7 +493,7 @@ static void test_crashed_backup_leaves_nothing_in_the_way(void **state) {
   assert_int_equal(ckl_test_wait(child), CKL_FAILPOINT_CRASH_STATUS);
   ckl_snapshot_name dead = ops_snap("host", "crash", OPS_T0);
   assert_true(ops_snap_exists(s, &dead)); /* abandoned, no manifest */
-  ops_log_start();
+  ckl_test_log_capture();
   uv_loop_t loop;
   uv_loop_init(&loop);
   ckl_runtime *rt = rt_new(&loop, 0, 0);
@@ -516,7 +510,7 @@ static void test_crashed_backup_leaves_nothing_in_the_way(void **state) {
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(r.status, 0);
   assert_int_equal(t.attempts, 1); /* the kernel freed the locks at once */
-  assert_true(ops_logged("reaped 1 stale roster record"));
+  assert_true(ckl_test_logged("reaped 1 stale roster record"));
   ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
   assert_false(ops_snap_exists(s, &dead)); /* the abandoned snapshot is gone */
   ckl_snapshot_name mine = ops_snap("host", "crash", OPS_T0 + 1);
@@ -539,5 +533,5 @@ int main(void) {
       cmocka_unit_test_setup(test_verify_cancelled_writes_nothing, reset),
       cmocka_unit_test_setup(test_crashed_backup_leaves_nothing_in_the_way, reset),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }

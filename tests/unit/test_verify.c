@@ -13,17 +13,6 @@
 
 static int group_setup(void **state) { return ops_group_setup(state, "verify"); }
 
-static int group_teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
-
-static int reset(void **state) {
-  ops_store_reset(*state);
-  return 0;
-}
-
 static json_t *verify_state_of(ops_store *s, const ckl_snapshot_name *n) {
   json_t *m;
   assert_int_equal(ckl_manifest_load(s->st, n, &m), 0);
@@ -225,7 +214,7 @@ static void test_cleans_stale_manifest_temp(void **state) {
   free(dir);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, reset, reset)
+#define T(f) cmocka_unit_test_setup_teardown(f, ops_reset, ops_reset)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -236,5 +225,5 @@ int main(void) {
       T(test_sharing),
       T(test_cleans_stale_manifest_temp),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, ops_group_teardown);
 }
