@@ -37,6 +37,21 @@ void gcfx_close(gcfx *f) {
   memset(f, 0, sizeof *f);
 }
 
+int gcfx_setup(void **state) {
+  ckl_log_set(ckl_test_log_env, NULL, CKL_LOG_DEBUG);
+  gcfx *f = calloc(1, sizeof *f);
+  gcfx_open(f);
+  *state = f;
+  return 0;
+}
+
+int gcfx_teardown(void **state) {
+  gcfx *f = *state;
+  gcfx_close(f);
+  free(f);
+  return 0;
+}
+
 static void content(uint32_t id, uint8_t buf[64]) {
   for (int i = 0; i < 64; i++) buf[i] = (uint8_t)((id * 2654435761u) >> (i % 24)) ^ (uint8_t)i;
   memcpy(buf, &id, sizeof id);

@@ -20,6 +20,10 @@ typedef struct gcfx {
 /* Create and open a store (safety 0, margin 1 s) in a fresh temp dir. */
 void gcfx_open(gcfx *f);
 void gcfx_close(gcfx *f);
+/* cmocka per-test hooks: a fresh gcfx in *state (logging as
+ * ckl_test_log_env), and its removal. */
+int gcfx_setup(void **state);
+int gcfx_teardown(void **state);
 /* Deterministic chunk content for id; digest into *d. */
 void gcfx_chunk(uint32_t id, ckl_digest *d);
 /* Insert chunk `id`. */

@@ -142,6 +142,11 @@ void ckl_test_log_clear(void) {
   pthread_mutex_unlock(&log_mu);
 }
 
+void ckl_test_log_env(ckl_log_level level, const char *msg, void *ud) {
+  (void)ud;
+  if (getenv("CKL_TEST_LOG")) fprintf(stderr, "[%s] %s\n", ckl_log_level_name(level), msg);
+}
+
 void ckl_test_log_capture(void) {
   ckl_test_log_clear();
   ckl_log_set(log_capture_cb, NULL, CKL_LOG_DEBUG);

@@ -34,6 +34,8 @@ int ckl_test_count_entries(const char *dir, const char *prefix);
  * lines to a buffer, thread-safe; clear it; search it. Tests that check
  * that an error names its file and cause use these. */
 void ckl_test_log_capture(void);
+/* A log callback that prints to stderr only when CKL_TEST_LOG is set. */
+void ckl_test_log_env(ckl_log_level level, const char *msg, void *ud);
 void ckl_test_log_clear(void);
 int ckl_test_logged(const char *needle);
 /* The captured text (valid until the next log message or clear). */

@@ -22,26 +22,6 @@
 #include "datastore/store_internal.h"
 #include "gc_fixture.h"
 
-static void log_cb(ckl_log_level l, const char *m, void *u) {
-  (void)u;
-  if (getenv("CKL_TEST_LOG")) fprintf(stderr, "[%s] %s\n", ckl_log_level_name(l), m);
-}
-
-static int setup(void **state) {
-  ckl_log_set(log_cb, NULL, CKL_LOG_DEBUG);
-  gcfx *f = calloc(1, sizeof *f);
-  gcfx_open(f);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  gcfx *f = *state;
-  gcfx_close(f);
-  free(f);
-  return 0;
-}
-
 static ckl_freeze_opts try_opts(ckl_holder *who, const char *op) {
   ckl_freeze_opts o = {.timeout_ms = CKL_TRY, .operation = op, .busy_holder = who};
   return o;
@@ -431,15 +411,15 @@ static void test_forget_prune_honour_freeze(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_groups_share_and_exclude, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_exclusive, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_waiting, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_contention_invariant, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_cross_process, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_fork_inert, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_gc_honours_freeze, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_forget_prune_honour_freeze, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_groups_share_and_exclude, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_bad_arguments, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_exclusive, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_waiting, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_contention_invariant, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_cross_process, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_fork_inert, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_gc_honours_freeze, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_forget_prune_honour_freeze, gcfx_setup, gcfx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

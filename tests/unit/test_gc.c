@@ -25,26 +25,6 @@
 #define S1 "host/a/2026-01-02T00:00:00Z"
 #define S2 "host/b/2026-01-01T00:00:00Z"
 
-static void log_cb(ckl_log_level l, const char *m, void *u) {
-  (void)u;
-  if (getenv("CKL_TEST_LOG")) fprintf(stderr, "[%s] %s\n", ckl_log_level_name(l), m);
-}
-
-static int setup(void **state) {
-  ckl_log_set(log_cb, NULL, CKL_LOG_DEBUG);
-  gcfx *f = calloc(1, sizeof *f);
-  gcfx_open(f);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  gcfx *f = *state;
-  gcfx_close(f);
-  free(f);
-  return 0;
-}
-
 static ckl_gc_opts zero_safety(void) {
   ckl_gc_opts o = {.use_safety = 1, .atime_safety_s = 0};
   return o;
@@ -525,7 +505,7 @@ static void test_missing_chunk_counted(void **state) {
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, gcfx_setup, gcfx_teardown)
   const struct CMUnitTest tests[] = {
       T(test_basic_collect),
       T(test_dry_run),

@@ -15,21 +15,6 @@
 
 #define S0 "host/a/2026-01-01T00:00:00Z"
 
-static int setup(void **state) {
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
-  gcfx *f = calloc(1, sizeof *f);
-  gcfx_open(f);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  gcfx *f = *state;
-  gcfx_close(f);
-  free(f);
-  return 0;
-}
-
 static int return_seven(ckl_task_ctx *ctx, void *arg) {
   (void)ctx;
   (void)arg;
@@ -486,12 +471,12 @@ static void test_close_cancels_and_drains(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_errors_never_call_back, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_own_loop, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_gc_task_progress_and_result, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_many_tasks_one_loop, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_cancel_queued_waiting_running, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_close_cancels_and_drains, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_errors_never_call_back, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_own_loop, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_gc_task_progress_and_result, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_many_tasks_one_loop, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_queued_waiting_running, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_close_cancels_and_drains, gcfx_setup, gcfx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@
 #define TTL_MS 10000
 
 static int setup(void **state) {
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_log_set(ckl_test_log_env, NULL, CKL_LOG_DEBUG);
   atomic_store(&test_clock_offset, 0);
   assert_int_equal(ckl_failpoint_arm("task.lease.after_round", "count"), 0);
   gcfx *f = calloc(1, sizeof *f);

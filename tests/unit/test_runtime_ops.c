@@ -32,7 +32,7 @@ static int group_setup(void **state) {
 
 static int reset(void **state) {
   ops_store_reset(*state);
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_log_set(ckl_test_log_env, NULL, CKL_LOG_DEBUG);
   atomic_store(&test_clock_offset, 0);
   assert_int_equal(ckl_failpoint_arm("task.lease.after_round", "count"), 0);
   return 0;
@@ -511,7 +511,7 @@ static void test_crashed_backup_leaves_nothing_in_the_way(void **state) {
   assert_int_equal(r.status, 0);
   assert_int_equal(t.attempts, 1); /* the kernel freed the locks at once */
   assert_true(ckl_test_logged("reaped 1 stale roster record"));
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_log_set(ckl_test_log_env, NULL, CKL_LOG_DEBUG);
   assert_false(ops_snap_exists(s, &dead)); /* the abandoned snapshot is gone */
   ckl_snapshot_name mine = ops_snap("host", "crash", OPS_T0 + 1);
   assert_true(ops_snap_exists(s, &mine));

@@ -17,21 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int setup(void **state) {
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
-  gcfx *f = calloc(1, sizeof *f);
-  gcfx_open(f);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  gcfx *f = *state;
-  gcfx_close(f);
-  free(f);
-  return 0;
-}
-
 static int return_seven(ckl_task_ctx *ctx, void *arg) {
   (void)ctx;
   (void)arg;
@@ -194,7 +179,7 @@ static int crash_child(void *arg) {
 
 static int reaped_logged;
 static void crash_log_cb(ckl_log_level l, const char *m, void *u) {
-  rt_log_cb(l, m, u);
+  ckl_test_log_env(l, m, u);
   if (strstr(m, "reaped 1 stale roster record")) reaped_logged++;
 }
 
@@ -236,7 +221,7 @@ static void test_crash_releases_and_reaps(void **state) {
   assert_int_equal(r.status, 7);
   assert_int_equal(t.attempts, 1);
   assert_int_equal(reaped_logged, 1); /* the task reaped the dead writer's record */
-  ckl_log_set(rt_log_cb, NULL, CKL_LOG_DEBUG);
+  ckl_log_set(ckl_test_log_env, NULL, CKL_LOG_DEBUG);
   assert_int_equal(count_records_of(f->dir, child), 0);
   rt_close_run(rt, &loop);
   assert_int_equal(uv_loop_close(&loop), 0);
@@ -492,11 +477,11 @@ static void test_strict_gc_intent_lifecycle(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_wait_ends_when_other_process_releases, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_wait_times_out_naming_holder, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_crash_releases_and_reaps, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_strict_gc_not_starved, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_strict_gc_intent_lifecycle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_wait_ends_when_other_process_releases, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_times_out_naming_holder, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_crash_releases_and_reaps, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_strict_gc_not_starved, gcfx_setup, gcfx_teardown),
+      cmocka_unit_test_setup_teardown(test_strict_gc_intent_lifecycle, gcfx_setup, gcfx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

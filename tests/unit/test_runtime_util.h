@@ -27,11 +27,6 @@
 /* The "generous bound": no loop iteration may take this long. */
 #define LOOP_BLOCK_BOUND_MS 100
 
-RTU void rt_log_cb(ckl_log_level l, const char *m, void *u) {
-  (void)u;
-  if (getenv("CKL_TEST_LOG")) fprintf(stderr, "[%s] %s\n", ckl_log_level_name(l), m);
-}
-
 /* ---- loop-block monitor ----------------------------------------------------
  * uv_check runs right after the poll phase, uv_prepare right before the
  * next one: the time between them is what the loop spent running
