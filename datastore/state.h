@@ -221,14 +221,11 @@ typedef struct ckl__gc_begin_info {
  * set (a GC died mid-run), take over; clear a stale removed set; set
  * gc_active with gc_token, phase1_start (now_ns, or the wall clock when
  * 0) and the flags (CKL__GC_DRY_RUN); read the oldest writer start over
- * all processes. The caller holds the GC lock. ckl__state_gc_begin is
- * flags 0 (a GC that sweeps). 0, -EINVAL (bad token or unknown flags),
- * common errors.
+ * all processes. The caller holds the GC lock. flags 0 is a GC that
+ * sweeps. 0, -EINVAL (bad token or unknown flags), common errors.
  */
-int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
+int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns, unsigned flags,
                         ckl__gc_begin_info *info);
-int ckl__state_gc_begin_flags(ckl__state *st, const char *gc_token, int64_t now_ns,
-                              unsigned flags, ckl__gc_begin_info *info);
 
 /* What a forget transaction found, and so what the forget does with the
  * snapshot it moved to .trash. */

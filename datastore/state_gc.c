@@ -222,8 +222,8 @@ static int gc_begin_txn(ckl__txn *t, void *arg) {
   return CKL_FAILPOINT("state.gc_begin.before_commit");
 }
 
-int ckl__state_gc_begin_flags(ckl__state *st, const char *gc_token, int64_t now_ns,
-                              unsigned flags, ckl__gc_begin_info *info) {
+int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns, unsigned flags,
+                        ckl__gc_begin_info *info) {
   if (!gc_token || !ckl__token_valid(gc_token, strlen(gc_token)) || !info ||
       (flags & ~CKL__GC_DRY_RUN))
     return -EINVAL;
@@ -235,11 +235,6 @@ int ckl__state_gc_begin_flags(ckl__state *st, const char *gc_token, int64_t now_
                   "writers from time 0: this GC will sweep nothing (remove them with "
                   "`chunklock locks`)", gc_token, info->unparseable);
   return CKL_FAILPOINT("state.gc_begin.after_commit");
-}
-
-int ckl__state_gc_begin(ckl__state *st, const char *gc_token, int64_t now_ns,
-                        ckl__gc_begin_info *info) {
-  return ckl__state_gc_begin_flags(st, gc_token, now_ns, 0, info);
 }
 
 /* ---- forget ---------------------------------------------------------------- */

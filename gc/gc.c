@@ -331,7 +331,7 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
   ckl__gc_begin_info bi;
   /* The dry-run flag tells forgets not to leave their snapshots for us
    * (datastore/state_gc.c): we hold no deleter guard to purge them. */
-  rc = ckl__state_gc_begin_flags(g.state, g.token, 0, o->dry_run ? CKL__GC_DRY_RUN : 0, &bi);
+  rc = ckl__state_gc_begin(g.state, g.token, 0, o->dry_run ? CKL__GC_DRY_RUN : 0, &bi);
   if (rc < 0) goto out;
   began = true;
   if (bi.recovered)

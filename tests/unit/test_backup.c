@@ -347,7 +347,7 @@ static void test_abort_goes_through_forget(void **state) {
   char gc_token[33];
   assert_int_equal(ckl__random_token(gc_token), 0);
   ckl__gc_begin_info gi;
-  assert_int_equal(ckl__state_gc_begin(gs, gc_token, 0, &gi), 0);
+  assert_int_equal(ckl__state_gc_begin(gs, gc_token, 0, 0, &gi), 0);
 
   ckl_group_name g = ops_group("host", "a");
   ckl_backup_opts o = {.time_s = OPS_T0};

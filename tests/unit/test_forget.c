@@ -70,7 +70,7 @@ static void test_gc_active_leaves_trash(void **state) {
   char tok[33];
   assert_int_equal(ckl__random_token(tok), 0);
   ckl__gc_begin_info gi;
-  assert_int_equal(ckl__state_gc_begin(gs, tok, 0, &gi), 0);
+  assert_int_equal(ckl__state_gc_begin(gs, tok, 0, 0, &gi), 0);
   assert_int_equal(ckl_forget(s->st, &n, NULL), CKL_FORGET_TRASHED);
   assert_false(ops_snap_exists(s, &n));
   assert_int_equal(ops_trash_count(s), 1);
@@ -115,7 +115,7 @@ static void test_dry_run_gc_deletes_at_once(void **state) {
   char tok[33];
   assert_int_equal(ckl__random_token(tok), 0);
   ckl__gc_begin_info gi;
-  assert_int_equal(ckl__state_gc_begin_flags(gs, tok, 0, CKL__GC_DRY_RUN, &gi), 0);
+  assert_int_equal(ckl__state_gc_begin(gs, tok, 0, CKL__GC_DRY_RUN, &gi), 0);
   assert_int_equal(ckl_forget(s->st, &n, NULL), CKL_FORGET_DELETED);
   assert_false(ops_snap_exists(s, &n));
   assert_int_equal(ops_trash_count(s), 0);

@@ -275,7 +275,7 @@ static void test_gc_leftovers_and_trash(void **state) {
   char tok[33];
   assert_int_equal(ckl__random_token(tok), 0);
   ckl__gc_begin_info gi;
-  assert_int_equal(ckl__state_gc_begin(st, tok, 0, &gi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, tok, 0, 0, &gi), 0);
   expect(s, Q, 0, 0); /* the marking GC's */
   assert_int_equal(ckl__state_gc_end(st, tok), 0);
   ckl__state_close(st);

@@ -189,7 +189,7 @@ static void test_gc_active(void **state) {
   char tok[CKL_TOKEN_HEX_LEN + 1];
   assert_int_equal(ckl__random_token(tok), 0);
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, tok, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, tok, 0, 0, &bi), 0);
   EXPECT(ckl_inv_check(s->path, &quiet, why, sizeof why), CKL_INV_EGC_ACTIVE, tok);
   assert_int_equal(ckl__state_gc_abort(st, tok), 0);
   ckl__state_close(st);

@@ -717,7 +717,7 @@ static void test_public_api(void **state) {
   assert_string_equal(g.token, "");
   const char *gct = "00112233445566778899aabbccddeeff";
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, gct, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, gct, 0, 0, &bi), 0);
   assert_int_equal(ckl_roster_gc_state(store, &g), 0);
   assert_int_equal(g.active, 1);
   assert_string_equal(g.token, gct);

@@ -90,9 +90,9 @@ static void test_gc_begin_basics(void **state) {
   assert_int_equal(ckl__state_gc_info(st, &gi), 0);
   assert_int_equal(gi.active, 0);
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, "short", 0, &bi), -EINVAL);
+  assert_int_equal(ckl__state_gc_begin(st, "short", 0, 0, &bi), -EINVAL);
   int64_t t0 = ckl__now_realtime_ns();
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   assert_true(bi.phase1_start_ns >= t0 && bi.phase1_start_ns <= ckl__now_realtime_ns());
   assert_int_equal(bi.oldest_writer_start_ns, INT64_MAX);
   assert_int_equal(bi.writers, 0);
@@ -113,7 +113,7 @@ static void test_gc_begin_basics(void **state) {
   for (size_t i = 0; i < l.n; i++)
     if (!strcmp(l.v[i].token, tw)) wstart = l.v[i].start_ns;
   ckl__roster_list_free(&l);
-  assert_int_equal(ckl__state_gc_begin(st, GC2, 12345, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC2, 12345, 0, &bi), 0);
   assert_int_equal(bi.recovered, 1); /* GC1 never ended */
   assert_int_equal(bi.phase1_start_ns, 12345);
   assert_int_equal(bi.writers, 1);
@@ -185,7 +185,7 @@ static void test_gc_begin_oldest_writer_across_processes(void **state) {
   ckl__roster_list_free(&l);
   assert_true(child_start > 0 && child_start <= my_start);
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   assert_int_equal(bi.writers, 2);
   assert_int_equal(bi.oldest_writer_start_ns, child_start);
   go(a->fpdir, "state.roster.after_register");
@@ -213,7 +213,7 @@ static void test_forget_recorded_only_while_active(void **state) {
   assert_int_equal(rl.n, 0);
 
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   struct mover mb = {.snap = "vm/1/B", .trash = ".trash/B"};
   assert_int_equal(ckl__state_forget_txn(st, "vm/1/B", ".trash/B", move_fn, &mb), 1);
   assert_int_equal(mb.saw_active, 1);
@@ -237,7 +237,7 @@ static void test_forget_errors(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   /* fn fails: nothing recorded */
   struct mover m = {.snap = "vm/1/A", .trash = ".trash/A", .fail = -EXDEV};
   assert_int_equal(ckl__state_forget_txn(st, "vm/1/A", ".trash/A", move_fn, &m), -EXDEV);
@@ -276,7 +276,7 @@ static void test_take_unmarked_loop(void **state) {
   /* no GC state at all: a GC asking has lost it */
   assert_int_equal(ckl__state_removed_take_unmarked(st, GC1, &rl), CKL_ELOCKLOST);
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   assert_int_equal(ckl__state_removed_take_unmarked(st, GC2, &rl), CKL_ELOCKLOST);
   const char *snaps[] = {"vm/1/A", "vm/1/B", "ct/2/C"};
   const char *trash[] = {".trash/A", ".trash/B", ".trash/C"};
@@ -331,7 +331,7 @@ static void test_gc_abort_clears(void **state) {
   ckl__state *st = open_state();
   assert_int_equal(ckl__state_gc_abort(st, GC1), 0); /* nothing began: no-op */
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   make_snapshot("vm/1/A");
   struct mover m = {.snap = "vm/1/A", .trash = ".trash/A"};
   assert_int_equal(ckl__state_forget_txn(st, "vm/1/A", ".trash/A", move_fn, &m), 1);
@@ -369,7 +369,7 @@ static void test_undecodable_gc_state(void **state) {
   struct mover m = {.snap = "vm/1/A", .trash = ".trash/A"};
   assert_int_equal(ckl__state_forget_txn(st, "vm/1/A", ".trash/A", move_fn, &m), 1);
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   assert_int_equal(bi.recovered, 1);
   assert_int_equal(bi.stale_removed, 1);
   assert_int_equal(ckl__state_raw_put(st, "removed", "vm/1/X\0.trash/X", 15, "bad", 3), 0);
@@ -409,8 +409,8 @@ static void test_dry_run_forgets_settled(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, 4u, &bi), -EINVAL);
-  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 4u, &bi), -EINVAL);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
   ckl__gc_info gi;
   assert_int_equal(ckl__state_gc_info(st, &gi), 0);
   assert_int_equal(gi.active, 1);
@@ -445,8 +445,8 @@ static void test_dry_run_forgets_settled(void **state) {
   assert_int_equal(ckl__state_gc_end(st, GC1), 0);
 
   /* a dry run dies; a GC that sweeps takes over: its forgets are kept */
-  assert_int_equal(ckl__state_gc_begin_flags(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
-  assert_int_equal(ckl__state_gc_begin(st, GC2, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, CKL__GC_DRY_RUN, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC2, 0, 0, &bi), 0);
   assert_int_equal(bi.recovered, 1);
   assert_true(ckl_test_logged("(a dry run)"));
   assert_int_equal(ckl__state_gc_info(st, &gi), 0);
@@ -482,7 +482,7 @@ static void test_state_lost_mid_gc(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   char *sd = ckl_test_path(store, ".state"), *old = ckl_test_path(store, ".state.old");
   assert_int_equal(rename(sd, old), 0);
   ckl__removed_list rl;
@@ -501,7 +501,7 @@ static int crashing_gc(void *arg) {
   ckl__state *st;
   if (ckl__state_open(store, &st) != 0) return 10;
   ckl__gc_begin_info bi;
-  if (ckl__state_gc_begin(st, GC1, 0, &bi) != 0) return 11;
+  if (ckl__state_gc_begin(st, GC1, 0, 0, &bi) != 0) return 11;
   make_snapshot("vm/1/A");
   struct mover m = {.snap = "vm/1/A", .trash = ".trash/A"};
   if (ckl__state_forget_txn(st, "vm/1/A", ".trash/A", move_fn, &m) != 1) return 12;
@@ -550,7 +550,7 @@ static void test_crash_mid_gc_recovered(void **state) {
   assert_int_equal(ckl__state_is_removed(st, "vm/1/B"), 0);
 
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC2, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC2, 0, 0, &bi), 0);
   assert_int_equal(bi.recovered, 1);
   assert_int_equal(bi.stale_removed, 1);
   assert_int_equal(ckl__state_gc_info(st, &gi), 0);
@@ -598,7 +598,7 @@ static void test_forget_lands_before_final_check(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   make_snapshot("vm/5/R");
   assert_int_equal(ckl_failpoint_arm("state.forget.before_commit", "pause"), 0);
   assert_int_equal(ckl_failpoint_arm("state.removed.before_clear_active", "count"), 0);
@@ -632,7 +632,7 @@ static void test_forget_lands_after_final_check(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   make_snapshot("vm/5/S");
   assert_int_equal(ckl_failpoint_arm("state.removed.before_clear_active", "pause"), 0);
   assert_int_equal(ckl_failpoint_arm("state.forget.before_move", "count"), 0);
@@ -675,7 +675,7 @@ static void test_forget_race_across_processes(void **state) {
   (void)state;
   ckl__state *st = open_state();
   ckl__gc_begin_info bi;
-  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, &bi), 0);
+  assert_int_equal(ckl__state_gc_begin(st, GC1, 0, 0, &bi), 0);
   make_snapshot("vm/6/P");
   char *dir = ckl_test_mkdtemp("fp-race");
   pid_t pid = ckl_test_fork(final_check_child, dir);
