@@ -267,7 +267,7 @@ int ckl_failpoint_wait_hits(const char *name, uint64_t n, int64_t timeout_ms) {
 
 static void pausefile_wait(const char *dir, const char *name) {
   char path[512];
-  if (ckl__pathf(path, sizeof path, "%s/%s.hit.%ld", dir, name, (long)getpid()) >= 0) {
+  if (ckl__pathf(path, sizeof path, "%s/%s.hit.%ld", dir, name, (long)ckl__getpid()) >= 0) {
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     ckl__close(fd);
   }

@@ -341,7 +341,7 @@ int ckl_freeze_acquire(ckl_store *st, ckl_freeze_mode mode, ckl_freeze *f,
   f->held = 1;
   f->mode = mode;
   f->since_ns = ckl__now_realtime_ns();
-  f->owner_pid = getpid();
+  f->owner_pid = ckl__getpid();
   if (r == ROLE_FREEZE_EXCL) roster_add(st, r, op, &f->state_, f->token);
   ckl__ops_state_close(st, names);
   /* Held and named: what `with-lock` runs its command under. */
@@ -362,7 +362,7 @@ fail:
 
 int ckl_freeze_release(ckl_freeze *f) {
   if (!f || !f->held) return 0;
-  if (f->owner_pid == getpid()) {
+  if (f->owner_pid == ckl__getpid()) {
     /* Exclusive: name gone, record zeroed (E4), then unlock. Shared: unlock,
      * then deregister (E3). */
     if (f->mode == CKL_FREEZE_EXCLUSIVE) {
@@ -399,13 +399,13 @@ int ckl_deleter_acquire(ckl_store *st, ckl_deleter *dg, const ckl_freeze_opts *o
   dg->fd = fd;
   dg->held = 1;
   dg->since_ns = ckl__now_realtime_ns();
-  dg->owner_pid = getpid();
+  dg->owner_pid = ckl__getpid();
   return 0;
 }
 
 int ckl_deleter_release(ckl_deleter *dg) {
   if (!dg || !dg->held) return 0;
-  if (dg->owner_pid == getpid()) {
+  if (dg->owner_pid == ckl__getpid()) {
     (void)ckl__ofd_setlk(dg->fd, F_UNLCK, DELETE_BYTE, 1, 0);
     roster_drop(&dg->state_, dg->token); /* after the unlock (E3) */
   }

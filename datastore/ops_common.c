@@ -85,7 +85,7 @@ static int lookup_hook(const char *lock_path, off_t start, int exclusive_holder,
    * (a verify that registers before it tries the lock). */
   if (!lock_path || exclusive_holder) return 0;
   int found = 0;
-  pid_t me = getpid();
+  pid_t me = ckl__getpid();
   pthread_mutex_lock(&reg_mu);
   for (root_entry *e = reg_head; e; e = e->next) {
     char target[CKL_SNAP_NAME_MAX + 1];
@@ -115,7 +115,7 @@ static void reg_init(void) {
  * messages, so it is logged at debug level and not returned. */
 static void reg_add(ckl_store *st) {
   pthread_once(&reg_once, reg_init);
-  pid_t me = getpid();
+  pid_t me = ckl__getpid();
   pthread_mutex_lock(&reg_mu);
   root_entry *e = reg_head;
   while (e && (e->pid != me || strcmp(e->root, st->locks_root) != 0)) e = e->next;
@@ -144,7 +144,7 @@ static void reg_add(ckl_store *st) {
 }
 
 static void reg_drop(ckl_store *st) {
-  pid_t me = getpid();
+  pid_t me = ckl__getpid();
   root_entry *dead = NULL;
   pthread_mutex_lock(&reg_mu);
   for (root_entry **pp = &reg_head; *pp; pp = &(*pp)->next) {

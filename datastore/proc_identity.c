@@ -116,7 +116,7 @@ static pid_t self_pid;
 static uint64_t self_start;
 
 int ckl__self_start_time(uint64_t *out) {
-  pid_t me = getpid();
+  pid_t me = ckl__getpid();
   pthread_mutex_lock(&self_mu);
   if (self_pid == me) {
     *out = self_start;

@@ -132,7 +132,7 @@ static int view_local(const ckl__roster_view *v) {
 /* 1 if the (decoded) record is stale as of now_ns. */
 static int view_stale(const ckl__roster_view *v, int64_t now_ns) {
   if (view_local(v)) {
-    if (v->pid == (int64_t)getpid()) {
+    if (v->pid == (int64_t)ckl__getpid()) {
       uint64_t mine;
       if (ckl__self_start_time(&mine) < 0 || v->pid_start == 0) return 0;
       return v->pid_start != mine; /* an earlier process that had our pid */
@@ -210,7 +210,7 @@ int ckl__state_register(ckl__state *st, const ckl__roster_reg *reg,
   const ckl__host_ident *me = ckl__host_identity();
   ckl__roster_ident id = {.host_id = me->host_id, .boot_id = me->boot_id,
                           .hostname = me->hostname, .pidns = me->pidns,
-                          .pid = (int64_t)getpid(), .tid = ckl__gettid()};
+                          .pid = (int64_t)ckl__getpid(), .tid = ckl__gettid()};
   ckl__self_start_time(&id.pid_start); /* 0 if /proc is unreadable: still registers */
   return ckl__state_register_as(st, reg, &id, token_out);
 }
@@ -511,7 +511,7 @@ static int holder_txn(ckl__txn *t, void *arg) {
       continue; /* no target: any writer */
     /* No target = the process locker: one kernel owner per process, so a
      * writer of the asking process shares its lock and is not in the way. */
-    if (!c->target && rv.pid == (int64_t)getpid() && view_local(&rv)) continue;
+    if (!c->target && rv.pid == (int64_t)ckl__getpid() && view_local(&rv)) continue;
     if (view_stale(&rv, c->now)) continue;
     int excl = (rv.flags & CKL_ROSTER_EXCLUSIVE) != 0;
     /* Best: an exclusive holder (it is the one in the way), then the

@@ -193,7 +193,7 @@ static int stamp_matches(const char *dir) {
 static int stamp_write(const char *dir) {
   char path[4200], tmp[4200];
   if (ckl__pathf(path, sizeof path, "%s/boot", dir) < 0 ||
-      ckl__pathf(tmp, sizeof tmp, "%s/boot.tmp.%d", dir, (int)getpid()) < 0)
+      ckl__pathf(tmp, sizeof tmp, "%s/boot.tmp.%d", dir, (int)ckl__getpid()) < 0)
     return -ENAMETOOLONG;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return -errno;

@@ -95,7 +95,7 @@ int ckl__intent_check(ckl__task_impl *t, ckl_store *st, ckl_holder *who) {
   for (size_t i = 0; i < l.n && !found; i++) {
     const ckl_roster_entry *e = &l.v[i];
     if (!e->parsed || strcmp(e->target, target) != 0) continue;
-    if (e->local && e->pid == (int64_t)getpid()) continue;
+    if (e->local && e->pid == (int64_t)ckl__getpid()) continue;
     if (e->start_ns < young) continue;
     memset(who, 0, sizeof *who);
     who->known = 1;
