@@ -145,8 +145,14 @@ static void gc_on_progress(ckl_task *t, const ckl_task_progress *p) {
     assert_int_equal(p->total, 65536);
     if (p->done == 65536 && !o->sweep_complete_seen) {
       o->sweep_complete_seen = 1;
-      /* The GC is paused before its purge: the whole sweep was reported. */
-      ckl_failpoint_release("gc.purge.before");
+      /* The whole sweep was reported; the GC is at, or on its way to, the
+       * pause before its purge. A release only wakes a thread already
+       * paused (failpoint.h), and this tick can run before the GC thread
+       * gets there (seen under ASan on a loaded machine: the GC then
+       * paused for ever), so wait for the hit first. The GC thread needs
+       * nothing from this loop to reach the pause. */
+      assert_int_equal(ckl_failpoint_wait_hits("gc.purge.before", 1, 60000), 0);
+      assert_int_equal(ckl_failpoint_release("gc.purge.before"), 1);
     }
   }
 }
