@@ -410,6 +410,50 @@ static void test_index_removed_behind_back(void **state) {
   assert_int_equal(gcfx_gc_active(f), 0);
 }
 
+/* A forget during the mark whose move to .trash succeeded but whose state
+ * transaction failed: its snapshot vanished without a removed-set entry.
+ * The GC cannot mark it, so it must abort before any sweep (G1), keep
+ * every chunk, and leave the store to the next forget and GC. */
+static void test_forget_commit_failure_during_mark(void **state) {
+  gcfx *f = *state;
+  uint32_t s0[] = {1}, s2[] = {2};
+  gcfx_snapshot(f, S0, s0, 1);
+  gcfx_snapshot(f, S2, s2, 1);
+  gcfx_insert(f, 50); /* garbage that must survive the aborted run */
+  gcfx_age_chunks(f, 3600);
+  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
+  gc_thread t = {.f = f, .o = zero_safety()};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  ckl_snapshot_name n2;
+  assert_int_equal(ckl_snapshot_name_parse(S2, &n2), 0);
+  assert_int_equal(ckl_failpoint_arm("state.forget.before_commit", "1*error(EIO)"), 0);
+  assert_int_equal(ckl_forget(f->st, &n2, NULL), -EIO);
+  assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 1); /* moved, unrecorded */
+  assert_int_equal(ckl_failpoint_release("gc.mark.after_list"), 1);
+  pthread_join(th, NULL);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(t.rc, CKL_EGCABORT);
+  assert_int_equal(t.r.removed_chunks, 0);
+  assert_true(gcfx_has(f, 1));
+  assert_true(gcfx_has(f, 2));
+  assert_true(gcfx_has(f, 50));
+  assert_int_equal(gcfx_gc_active(f), 0);
+  /* The next GC finds nothing missing: S2 is gone from the listing, its
+   * trash copy is purged, and its chunk is collected with the garbage. */
+  gcfx_age_chunks(f, 3600);
+  ckl_gc_result r;
+  ckl_gc_opts o = zero_safety();
+  assert_int_equal(ckl_gc_run(f->st, &o, &r), 0);
+  assert_true(gcfx_has(f, 1));
+  assert_false(gcfx_has(f, 2));
+  assert_false(gcfx_has(f, 50));
+  assert_int_equal(r.trash_purged, 1);
+  assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 0);
+  assert_int_equal(gcfx_count_gc_leftovers(f), 0);
+}
+
 /* An unreadable index aborts too. */
 static void test_unreadable_index_aborts(void **state) {
   gcfx *f = *state;
@@ -519,6 +563,7 @@ int main(void) {
       T(test_forget_during_dry_run_mark),
       T(test_forget_before_dry_run_removed_set),
       T(test_index_removed_behind_back),
+      T(test_forget_commit_failure_during_mark),
       T(test_unreadable_index_aborts),
       T(test_atime_check_refuses),
       T(test_cancel),
