@@ -7,6 +7,7 @@
 #define CKL_DATASTORE_CHUNK_FORMAT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define CKL__CHUNK_DEFAULT_LEVEL 3
@@ -17,6 +18,20 @@ typedef struct ckl__chunk_hdr {
   uint32_t stored_len;
   uint32_t payload_crc;
 } ckl__chunk_hdr;
+
+/* Chunks of this size and more are sampled before compression: blocks of
+ * CKL__CHUNK_SAMPLE_LEN bytes at ckl__chunk_sample_offset(len, i) for i in
+ * [0, CKL__CHUNK_SAMPLE_BLOCKS). */
+#define CKL__CHUNK_SAMPLE_MIN (16u * 1024u)
+#define CKL__CHUNK_SAMPLE_BLOCKS 64u
+#define CKL__CHUNK_SAMPLE_LEN 64u
+size_t ckl__chunk_sample_offset(size_t len, size_t i);
+
+/* Is a full zstd attempt on these len bytes likely to shrink them? true
+ * for every chunk below CKL__CHUNK_SAMPLE_MIN; above it, a sample of the
+ * chunk decides (chunk_format.c explains the checks). A false answer
+ * stores the chunk raw, which is never wrong. */
+bool ckl__chunk_worth_compressing(const uint8_t *data, size_t len);
 
 /* 1 if level is acceptable to encode (<= zstd's maximum). */
 int ckl__chunk_level_valid(int level);

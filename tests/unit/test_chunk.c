@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/internal.h"
+#include "datastore/chunk_format.h"
 #include "datastore/chunk_internal.h"
 #include "datastore/crc32c.h"
 
@@ -204,7 +205,7 @@ static void round_trip(const uint8_t *data, size_t len, int level, bool expect_z
 
 static void test_format_round_trip(void **state) {
   (void)state;
-  uint8_t *buf = malloc(CKL_CHUNK_MAX + 1);
+  uint8_t *buf = malloc(CKL_CHUNK_MAX + 4096) /* + the largest shift below */;
   fill_text(buf, 65536, 1);
   round_trip(buf, 65536, 0, true);      /* default level */
   round_trip(buf, 65536, 19, true);
@@ -217,24 +218,56 @@ static void test_format_round_trip(void **state) {
   round_trip(buf, CKL_CHUNK_MAX, 3, true);
   fill_random(buf, CKL_CHUNK_MAX);
   round_trip(buf, CKL_CHUNK_MAX, 1, false);
-  /* The incompressibility probe (chunk_format.c: worth_compressing) looks
-   * at three 8 KiB slices (start, middle, end) of chunks of 128 KiB and
-   * more. Compressible text with random bytes exactly at the slices is
-   * stored raw (without the probe it would compress); with random bytes
-   * at one slice only, the sample still shrinks, so the chunk gets the
-   * full attempt; a chunk just under the threshold is not probed. */
-  const size_t sizes[2] = {1024 * 1024, 128 * 1024 - 1};
-  for (int i = 0; i < 2; i++) {
+  /* The sample before compression (chunk_format.c:
+   * ckl__chunk_worth_compressing) for chunks of CKL__CHUNK_SAMPLE_MIN and
+   * more. Sizes: the largest chunk, a common one, the smallest sampled. */
+  const size_t sizes[3] = {CKL_CHUNK_MAX, 64 * 1024, CKL__CHUNK_SAMPLE_MIN};
+  for (int i = 0; i < 3; i++) {
     size_t m = sizes[i];
+    /* Text with random bytes exactly where the sample looks: stored raw
+     * (the sample decides; without it the chunk would compress). */
     fill_text(buf, m, 3);
-    fill_random(buf, 8192);
-    fill_random(buf + m / 2 - 4096, 8192);
-    fill_random(buf + m - 8192, 8192);
-    round_trip(buf, m, 3, i == 1);
-    fill_text(buf, m, 5);
-    fill_random(buf + m / 2 - 4096, 8192);
+    for (size_t b = 0; b < CKL__CHUNK_SAMPLE_BLOCKS; b++)
+      fill_random(buf + ckl__chunk_sample_offset(m, b), CKL__CHUNK_SAMPLE_LEN);
+    assert_false(ckl__chunk_worth_compressing(buf, m));
+    round_trip(buf, m, 3, false);
+    /* One sampled block of text among random ones is not enough to
+     * matter, but text across a quarter of the samples is. */
+    fill_random(buf, m);
+    assert_false(ckl__chunk_worth_compressing(buf, m));
+    fill_text(buf, m / 4, 7);
+    assert_true(ckl__chunk_worth_compressing(buf, m));
+    round_trip(buf, m, 3, true);
+    /* Half zeros (a sparse image): skewed distribution, compressed. */
+    fill_random(buf, m);
+    memset(buf + m / 2, 0, m / 2);
+    assert_true(ckl__chunk_worth_compressing(buf, m));
+    round_trip(buf, m, 3, true);
+    /* Random bytes that repeat (one 4 KiB or 24 KiB block written again
+     * and again, at any shift): a flat distribution, caught by two
+     * sampled blocks reading the same bytes (when the chunk holds the
+     * block at least twice). */
+    const size_t periods[2] = {4096, 24576}, shifts[3] = {0, 1, 2777};
+    for (int pi = 0; pi < 2; pi++) {
+      for (int si = 0; si < 3; si++) {
+        size_t per = periods[pi];
+        if (2 * per > m) continue;
+        fill_random(buf, per);
+        for (size_t off = per; off < m + shifts[si]; off += per)
+          memcpy(buf + off, buf, off + per <= m + shifts[si] ? per : m + shifts[si] - off);
+        assert_true(ckl__chunk_worth_compressing(buf + shifts[si], m));
+      }
+    }
     round_trip(buf, m, 3, true);
   }
+  /* Below the threshold every chunk gets the full attempt. */
+  fill_random(buf, CKL__CHUNK_SAMPLE_MIN - 1);
+  assert_true(ckl__chunk_worth_compressing(buf, CKL__CHUNK_SAMPLE_MIN - 1));
+  round_trip(buf, CKL__CHUNK_SAMPLE_MIN - 1, 3, false);
+  fill_text(buf, CKL__CHUNK_SAMPLE_MIN - 1, 3);
+  for (size_t b = 0; b < CKL__CHUNK_SAMPLE_BLOCKS; b++)
+    fill_random(buf + ckl__chunk_sample_offset(CKL__CHUNK_SAMPLE_MIN - 1, b), CKL__CHUNK_SAMPLE_LEN);
+  round_trip(buf, CKL__CHUNK_SAMPLE_MIN - 1, 3, true);
   void *img = (void *)0x1;
   size_t img_len = 7;
   assert_int_equal(ckl_chunk_encode(buf, CKL_CHUNK_MAX + 1, 3, &img, &img_len), -EINVAL);
