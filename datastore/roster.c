@@ -548,6 +548,44 @@ int ckl__state_holder_writer(ckl__state *st, ckl_holder *out) {
   return out->known ? 0 : -ENOENT;
 }
 
+/* ---- live writers -------------------------------------------------------------- */
+
+struct writers_ctx {
+  int64_t now;
+  int n;
+};
+
+static int writers_txn(ckl__txn *t, void *arg) {
+  struct writers_ctx *c = arg;
+  c->n = 0;
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(t->txn, t->e->dbi_roster, &cur);
+  if (rc) return ckl__mdb_err(t, rc, "opening a roster cursor");
+  MDB_val k, v;
+  while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+    ckl__roster_view rv;
+    /* An unparseable record may be a writer: counted, like
+     * ckl__state_oldest_writer counts it (never the cheaper guess). */
+    if (!ckl__token_valid(k.mv_data, k.mv_size) ||
+        ckl__roster_decode(v.mv_data, v.mv_size, &rv, NULL) < 0) {
+      c->n++;
+      continue;
+    }
+    if ((rv.flags & CKL_ROSTER_WRITER) && !view_stale(&rv, c->now)) c->n++;
+  }
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : ckl__mdb_err(t, rc, "reading the roster");
+}
+
+int ckl__state_writers_live(ckl__state *st, int64_t now_ns, int *n) {
+  if (!n) return -EINVAL;
+  struct writers_ctx c = {.now = now_or(now_ns)};
+  int rc = ckl__state_run(st, 0, writers_txn, &c);
+  if (rc < 0) return rc;
+  *n = c.n;
+  return 0;
+}
+
 /* ---- admin removal ------------------------------------------------------------ */
 
 static int remove_txn(ckl__txn *t, void *arg) {

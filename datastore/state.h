@@ -168,6 +168,12 @@ int ckl__state_holder_writer(ckl__state *st, ckl_holder *out);
  * writer that started at 0 (never free). 0 or a common error. */
 int ckl__state_oldest_writer(ckl__state *st, int64_t now_ns, int64_t *start_ns);
 
+/* Number of live writer records of every process, the caller's own
+ * included, read-only (no reaping; stale records are skipped, unparseable
+ * ones counted). What the GC sweep asks to decide whether to leave the
+ * disk to writers (gc/sweep.h). 0 with *n, or a common error. */
+int ckl__state_writers_live(ckl__state *st, int64_t now_ns, int *n);
+
 /* Admin removal of one record (ckl_roster_remove). 0, -ENOENT, CKL_EBUSY
  * when the record is of a live local process (it is not stale: that
  * process must deregister itself). */

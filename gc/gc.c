@@ -239,6 +239,13 @@ static int mark_removed_set(gc_run *g) {
 
 /* Phase 3: empty .trash/. Entries may be deleted concurrently by a forget
  * that ran while gc_active was clear: ENOENT is fine. */
+/* The sweep's auto mode asks this on the GC's own thread (gc/sweep.h). */
+static int sweep_writers_live(void *arg) {
+  int n = 0;
+  int rc = ckl__state_writers_live(arg, 0, &n);
+  return rc < 0 ? rc : n;
+}
+
 static int purge_trash(gc_run *g) {
   int rc = CKL_FAILPOINT("gc.purge.before");
   if (rc < 0) return rc;
@@ -377,7 +384,9 @@ int ckl_gc_run(ckl_store *st, const ckl_gc_opts *opts, ckl_gc_result *out) {
                         .pending_below_ns = no_writer_cutoff - margin,
                         .dry_run = o->dry_run != 0,
                         .threads = o->threads,
-                        .cancel = &g.cancel_flag};
+                        .cancel = &g.cancel_flag,
+                        .writers_live = sweep_writers_live,
+                        .writers_arg = g.state};
   ckl__sweep_stats ss;
   t0 = ckl__now_monotonic_ns();
   if (cancelled(&g)) {

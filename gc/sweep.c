@@ -13,15 +13,25 @@
 
 #define PREFIX_COUNT 65536
 #define PREFIX_BATCH 64 /* directories a worker claims at once */
+#define SWEEP_RECHECK_BATCHES 16
 
 typedef struct sweep_ctx {
   const ckl__sweep_opts *opts;
   atomic_uint next_prefix;
   atomic_int fatal;           /* first fatal error, 0 if none */
+  /* Auto mode: helpers take no batch while `stand_by` is set. Written by
+   * the calling thread only, under `mu`, with a broadcast whenever it is
+   * cleared or `ended` is set, so a helper that saw it set and waits on
+   * `cv` cannot miss the change (it re-reads both under `mu`). */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool stand_by, ended;
+  uint64_t writer_checks;
 } sweep_ctx;
 
 typedef struct worker {
   sweep_ctx *ctx;
+  struct worker *first; /* the calling thread's worker */
   ckl__sweep_stats stats;
   pthread_t thread;
   /* Per-worker scratch, reused for every directory: the raw getdents64
@@ -224,10 +234,39 @@ static int sweep_prefix(worker *w, unsigned prefix) {
   return rc;
 }
 
+/* Auto mode, calling thread: ask whether writers are registered and let
+ * the helpers work or stand by accordingly. */
+static void recheck_writers(sweep_ctx *ctx) {
+  const ckl__sweep_opts *o = ctx->opts;
+  if (o->threads != 0 || !o->writers_live) return;
+  int live = o->writers_live(o->writers_arg);
+  pthread_mutex_lock(&ctx->mu);
+  ctx->writer_checks++;
+  bool was = ctx->stand_by;
+  ctx->stand_by = live != 0;
+  if (was && !ctx->stand_by) pthread_cond_broadcast(&ctx->cv);
+  pthread_mutex_unlock(&ctx->mu);
+  (void)CKL_FAILPOINT("gc.sweep.after_writer_check");
+}
+
+/* A helper: false once the sweep is over for it (ended, failed or
+ * cancelled), true when it may claim the next batch. */
+static bool helper_may_work(sweep_ctx *ctx) {
+  pthread_mutex_lock(&ctx->mu);
+  while (ctx->stand_by && !ctx->ended) pthread_cond_wait(&ctx->cv, &ctx->mu);
+  bool go = !ctx->ended;
+  pthread_mutex_unlock(&ctx->mu);
+  return go;
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   sweep_ctx *ctx = w->ctx;
+  bool helper = w != w->first;
+  unsigned batches = 0;
   for (;;) {
+    if (helper && !helper_may_work(ctx)) break;
+    if (!helper && batches > 0 && batches % SWEEP_RECHECK_BATCHES == 0) recheck_writers(ctx);
     if (atomic_load(&ctx->fatal) != 0) break;
     if (ctx->opts->cancel && atomic_load(ctx->opts->cancel)) {
       int zero = 0;
@@ -236,6 +275,11 @@ static void *worker_main(void *arg) {
     }
     unsigned start = atomic_fetch_add(&ctx->next_prefix, PREFIX_BATCH);
     if (start >= PREFIX_COUNT) break;
+    batches++;
+    if (helper) {
+      w->stats.helper_batches++;
+      (void)CKL_FAILPOINT("gc.sweep.helper_batch");
+    }
     for (unsigned p = start; p < start + PREFIX_BATCH && p < PREFIX_COUNT; p++) {
       int rc = sweep_prefix(w, p);
       if (rc < 0) {
@@ -264,27 +308,43 @@ static void add_stats(ckl__sweep_stats *a, const ckl__sweep_stats *b) {
   a->temps_removed += b->temps_removed;
   a->leftovers += b->leftovers;
   a->errors += b->errors;
+  a->helper_batches += b->helper_batches;
 }
 
 int ckl__sweep(const ckl__sweep_opts *opts, ckl__sweep_stats *stats) {
   sweep_ctx ctx = {.opts = opts};
   atomic_init(&ctx.next_prefix, 0);
   atomic_init(&ctx.fatal, 0);
+  pthread_mutex_init(&ctx.mu, NULL);
+  pthread_cond_init(&ctx.cv, NULL);
   int n = opts->threads > 0 ? opts->threads : 2;
   if (n > 16) n = 16;
   worker *ws = calloc((size_t)n, sizeof *ws);
   if (!ws) return -ENOMEM;
+  /* Before any helper exists: a helper must not take a batch that the
+   * first answer would have left to the calling thread. */
+  recheck_writers(&ctx);
   int started = 0;
   for (int i = 0; i < n; i++) {
     ws[i].ctx = &ctx;
+    ws[i].first = &ws[0];
     /* Worker 0 is this thread; the rest are helpers. */
     if (i > 0 && pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) break;
     started = i + 1;
   }
   worker_main(&ws[0]);
+  /* Whatever ended the calling thread's loop (no directories left, an
+   * error, a cancel) ends the helpers' wait: none may sleep past it. */
+  pthread_mutex_lock(&ctx.mu);
+  ctx.ended = true;
+  pthread_cond_broadcast(&ctx.cv);
+  pthread_mutex_unlock(&ctx.mu);
   for (int i = 1; i < started; i++) pthread_join(ws[i].thread, NULL);
   memset(stats, 0, sizeof *stats);
   for (int i = 0; i < started; i++) add_stats(stats, &ws[i].stats);
+  stats->writer_checks = ctx.writer_checks;
+  pthread_cond_destroy(&ctx.cv);
+  pthread_mutex_destroy(&ctx.mu);
   for (int i = 0; i < n; i++) free(ws[i].names);
   free(ws);
   return atomic_load(&ctx.fatal);

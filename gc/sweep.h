@@ -33,13 +33,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/*
+ * Threads. A fixed count (threads >= 1) sweeps with that many threads from
+ * start to end. threads == 0 is "auto": two threads, except while writers
+ * are registered, when the helper stands by and the calling thread sweeps
+ * alone. A sweep is mostly metadata I/O on the disk the writers write to;
+ * with writers running, a second sweep thread bought little GC time and
+ * cost them a fifth of their throughput (docs/benchmarks.md, figure 5).
+ * The calling thread asks writers_live() before starting the helpers and
+ * then after every SWEEP_RECHECK_BATCHES batches (16 x 64 directories, 64
+ * times per sweep); an error answer counts as "writers". The helpers wait
+ * on a condition variable, woken when the answer turns to "none" and when
+ * the sweep ends, so they never hold up its end.
+ */
 typedef struct ckl__sweep_opts {
   int chunks_dirfd;        /* fd of STORE/.chunks (O_DIRECTORY) */
   int64_t cutoff_ns;       /* atime < cutoff => garbage */
   int64_t pending_below_ns;/* cutoff ignoring writers: cutoff <= atime < this => pending */
   bool dry_run;            /* count only */
-  int threads;             /* worker threads, >= 1 (0 = 2) */
+  int threads;             /* worker threads, >= 1; 0 = auto (above) */
   atomic_bool *cancel;     /* optional: set to stop at the next directory */
+  /* auto mode only (optional): > 0 while writers are registered, 0 when
+   * none, < 0 on error; called on the calling thread only */
+  int (*writers_live)(void *arg);
+  void *writers_arg;
 } ckl__sweep_opts;
 
 typedef struct ckl__sweep_stats {
@@ -52,6 +69,8 @@ typedef struct ckl__sweep_stats {
   uint64_t temps_removed;                 /* abandoned insert temp files */
   uint64_t leftovers;                     /* ".gc-" files of a crashed GC that were judged */
   uint64_t errors;                        /* entries that could not be handled (logged) */
+  uint64_t helper_batches;                /* batches of 64 directories swept by helpers */
+  uint64_t writer_checks;                 /* writers_live() calls (auto mode) */
 } ckl__sweep_stats;
 
 /* Sweep all 65,536 prefix directories. 0, CKL_ECANCELED, or the first

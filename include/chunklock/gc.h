@@ -61,7 +61,8 @@ typedef struct ckl_gc_opts {
   int64_t wait_ms;          /* lock waits: CKL_TRY (default), ms, CKL_FOREVER */
   int64_t atime_safety_s;   /* < 0 or unset (0 with use_safety == 0): store config */
   int use_safety;           /* 1: atime_safety_s overrides the store's value */
-  int threads;              /* sweep threads; 0 = 2 */
+  int threads;              /* sweep threads; 0 = auto: 2, but 1 while backups are
+                               registered (the sweep leaves the disk to them) */
   const int *cancel;        /* optional; set to non-zero (with __atomic_store_n
                                or an atomic int) to cancel at the next step */
   ckl_holder *busy_holder;  /* out, optional: who holds the lock on EBUSY */

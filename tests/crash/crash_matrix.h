@@ -181,6 +181,7 @@ static const ccase cases[] = {
     {"gc.mark.before_removed_set", OP_GC},
     {"state.removed.before_clear_active", OP_GC},
     {"gc.sweep.before", OP_GC},
+    {"gc.sweep.after_writer_check", OP_GC},
     {"gc.sweep.before_rename", OP_GC},
     {"gc.sweep.after_rename", OP_GC},
     {"gc.sweep.before_unlink", OP_GC},
@@ -201,11 +202,15 @@ static const char *const scope[] = {
     "gc.",          "flock.",       "gclock.",       "proclock.",        "freeze.",
 };
 
-/* In-scope points with no row, each with the reason. Empty: every point
- * in scope is reached by one of the operations above. */
+/* In-scope points with no row, each with the reason. */
 static const struct {
   const char *point, *why;
-} excluded[] = {{NULL, NULL}};
+} excluded[] = {
+    {"gc.sweep.helper_batch",
+     "whether the helper thread claims a batch before the calling thread has claimed all 1,024 "
+     "is up to the scheduler, so a crash there cannot be forced; a helper dies with its process, "
+     "in a state the gc.sweep.* rows above already leave"},
+};
 
 /* ---- one round ------------------------------------------------------------------ */
 

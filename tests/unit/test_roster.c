@@ -259,6 +259,9 @@ static void killed_child_case(int zombie) {
   int64_t oldest = 0;
   assert_int_equal(ckl__state_oldest_writer(st, 0, &oldest), 0);
   assert_true(oldest > 0 && oldest < INT64_MAX); /* the child's backup counts */
+  int writers = -1;
+  assert_int_equal(ckl__state_writers_live(st, 0, &writers), 0);
+  assert_int_equal(writers, 1);
 
   assert_int_equal(kill(pid, SIGKILL), 0);
   if (zombie) {
@@ -271,6 +274,9 @@ static void killed_child_case(int zombie) {
   } else {
     assert_int_equal(ckl_test_wait(pid), 128 + SIGKILL);
   }
+  /* a dead holder's record no longer counts, and is left for the reaper */
+  assert_int_equal(ckl__state_writers_live(st, 0, &writers), 0);
+  assert_int_equal(writers, 0);
   int reaped = -1;
   assert_int_equal(ckl__state_list(st, 0, &l, &reaped), 0);
   assert_int_equal(reaped, 1);
@@ -442,6 +448,10 @@ static void test_unparseable_records_count_as_held(void **state) {
   int64_t oldest = -1;
   assert_int_equal(ckl__state_oldest_writer(st, 0, &oldest), 0);
   assert_int_equal(oldest, 0);
+  int writers = -1; /* each unparseable record may be a writer */
+  assert_int_equal(ckl__state_writers_live(st, 0, &writers), 0);
+  assert_int_equal(writers, 3);
+  assert_int_equal(ckl__state_writers_live(st, 0, NULL), -EINVAL);
   assert_int_equal(ckl__state_refresh(st, tok, 1), CKL_ECORRUPT);
   assert_int_equal(ckl__state_remove(st, tok), 0);
   assert_int_equal(ckl__state_remove(st, tok2), 0);

@@ -334,23 +334,105 @@ static void test_cancel(void **state) {
   assert_true(exists(f, a, NULL));
 }
 
-static void test_many_chunks_two_threads(void **state) {
-  fixture *f = *state;
+/* ---- auto threads: the helper stands by while writers are registered ---- */
+
+typedef struct writers_script {
+  int calls;
+  int flip_at;           /* answer "writers" before this call, "none" from it */
+  uint64_t helper_hits_at_flip;
+} writers_script;
+
+static int scripted_writers(void *arg) {
+  writers_script *w = arg;
+  w->calls++;
+  if (w->flip_at == 0 || w->calls < w->flip_at) return 1;
+  if (w->calls == w->flip_at) {
+    w->helper_hits_at_flip = ckl_failpoint_hits("gc.sweep.helper_batch");
+    /* park this thread right after it lets the helper go, so only the
+     * helper can sweep on (the test waits for its first batch) */
+    assert_int_equal(ckl_failpoint_arm("gc.sweep.after_writer_check", "1*pause"), 0);
+  }
+  return 0;
+}
+
+static void make_many(fixture *f) {
   for (int i = 100; i < 400; i++) {
     char n[65];
     chunk_name(i, n);
     make_file(f, n, NULL, (i % 2) ? -1000 : -1, "c");
   }
-  ckl__sweep_opts o = opts_for(f, 2);
-  ckl__sweep_stats s;
-  assert_int_equal(ckl__sweep(&o, &s), 0);
-  assert_int_equal(s.disk_chunks, 300);
-  assert_int_equal(s.removed_chunks, 150);
+}
+
+static void assert_many_swept(fixture *f, const ckl__sweep_stats *s) {
+  assert_int_equal(s->disk_chunks, 300);
+  assert_int_equal(s->removed_chunks, 150);
   for (int i = 100; i < 400; i++) {
     char n[65];
     chunk_name(i, n);
     assert_int_equal(exists(f, n, NULL), (i % 2) == 0);
   }
+}
+
+static void test_many_chunks_two_threads(void **state) {
+  fixture *f = *state;
+  make_many(f);
+  ckl__sweep_opts o = opts_for(f, 2);
+  ckl__sweep_stats s;
+  assert_int_equal(ckl__sweep(&o, &s), 0);
+  assert_many_swept(f, &s);
+}
+
+static void test_auto_stands_by_for_writers(void **state) {
+  fixture *f = *state;
+  make_many(f);
+  writers_script w = {0}; /* writers throughout */
+  ckl__sweep_opts o = opts_for(f, 0);
+  o.writers_live = scripted_writers;
+  o.writers_arg = &w;
+  ckl__sweep_stats s;
+  assert_int_equal(ckl__sweep(&o, &s), 0);
+  assert_many_swept(f, &s);
+  assert_int_equal(s.helper_batches, 0);
+  /* asked before the helper starts, then every 16 of the 1,024 batches */
+  assert_int_equal(w.calls, 1 + 1024 / 16);
+  assert_int_equal(s.writer_checks, 1 + 1024 / 16);
+}
+
+static void test_auto_helper_resumes_when_writers_leave(void **state) {
+  fixture *f = *state;
+  make_many(f);
+  assert_int_equal(ckl_failpoint_arm("gc.sweep.helper_batch", "count"), 0);
+  writers_script w = {.flip_at = 2}; /* writers at the start, gone at the first recheck */
+  sweep_thread t = {.o = opts_for(f, 0)};
+  t.o.writers_live = scripted_writers;
+  t.o.writers_arg = &w;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, run_sweep, &t), 0);
+  /* The calling thread is parked after the flip: the helper must sweep. */
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.helper_batch", 1, 60000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_writer_check", 1, 60000), 0);
+  assert_int_equal(ckl_failpoint_release("gc.sweep.after_writer_check"), 1);
+  pthread_join(th, NULL);
+  assert_int_equal(t.rc, 0);
+  assert_many_swept(f, &t.s);
+  assert_int_equal(w.helper_hits_at_flip, 0); /* stood by until then */
+  assert_true(t.s.helper_batches >= 1);
+  assert_int_equal(t.s.helper_batches, ckl_failpoint_hits("gc.sweep.helper_batch"));
+}
+
+/* A fixed thread count never asks. */
+static void test_fixed_threads_never_ask(void **state) {
+  fixture *f = *state;
+  make_many(f);
+  writers_script w = {0};
+  ckl__sweep_opts o = opts_for(f, 2);
+  o.writers_live = scripted_writers;
+  o.writers_arg = &w;
+  ckl__sweep_stats s;
+  assert_int_equal(ckl__sweep(&o, &s), 0);
+  assert_many_swept(f, &s);
+  assert_int_equal(w.calls, 0);
+  assert_int_equal(s.writer_checks, 0);
 }
 
 int main(void) {
@@ -365,6 +447,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_error_failpoint_never_removes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_chunks_two_threads, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_auto_stands_by_for_writers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_auto_helper_resumes_when_writers_leave, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fixed_threads_never_ask, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
