@@ -31,17 +31,25 @@
  * only protection against a bit flip in a digest, which would otherwise
  * make GC spare the wrong chunk and delete the right one. Safety first.
  *
- * mmap: index files are never modified in place (written once under a
- * temp name, renamed in), so the mapping cannot shrink under the reader
- * and cause SIGBUS. A forget that unlinks the file meanwhile leaves our
- * mapping intact.
+ * pread, not mmap: the file is read into a malloc'ed buffer. With a
+ * mapping, an I/O error on a page (a bad sector, a network filesystem
+ * gone away) is delivered as SIGBUS on the first access, and so is an
+ * access past the end of a file that someone else truncated while it was
+ * mapped: the process dies instead of answering. Index files are never
+ * changed in place by chunklock (written once under a temp name, renamed
+ * in), but an outside hand or a failing disk can; the rule is a clear
+ * error naming the file, never a crash. So a failed read is the -errno
+ * (-EIO), logged with the full path, and a file whose size changed
+ * between fstat and the end of the read is CKL_ECORRUPT (file_read.c).
+ * Costs one copy of the file, which is small next to the SHA-256 that
+ * validate() computes over the same bytes. A forget that unlinks or
+ * moves the file after the open changes nothing: the fd still reads it.
  */
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +58,7 @@
 #include "common/internal.h"
 #include "crc32c.h"
 #include "digest.h"
+#include "file_read.h"
 
 #define HDR_LEN 128
 #define VERSION 1
@@ -83,9 +92,8 @@ static uint64_t get_le(const uint8_t *p, int n) {
 static size_t entry_size(ckl_index_kind k) { return k == CKL_INDEX_DYNAMIC ? DYN_ENTRY : FIX_ENTRY; }
 
 struct ckl_index {
-  const uint8_t *base;
+  const uint8_t *base; /* malloc'ed, the whole file */
   size_t len;
-  bool mapped;
   ckl_index_kind kind;
   size_t count;
   uint64_t total;
@@ -162,32 +170,15 @@ static int validate(ckl_index *ix, const char **why) {
 
 static void ix_free(ckl_index *ix) {
   if (!ix) return;
-  if (ix->mapped)
-    munmap((void *)ix->base, ix->len);
-  else
-    free((void *)ix->base);
+  free((void *)ix->base);
   free(ix);
 }
 
 void ckl_index_close(ckl_index *ix) { ix_free(ix); }
 
-/* For messages: the full path of dirfd/name (the callers pass a snapshot
- * directory fd and an archive name, which alone would not say which
- * snapshot). Falls back to the name. Only called on error paths. */
-static const char *display_path(int dirfd, const char *name, char *buf, size_t len) {
-  if (name[0] == '/' || dirfd == AT_FDCWD) return name;
-  char link[64];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-  ssize_t n = readlink(link, buf, len - 1);
-  if (n <= 0) return name;
-  buf[n] = '\0';
-  if (ckl__pathf(buf + n, len - (size_t)n, "/%s", name) < 0) return name;
-  return buf;
-}
-
 int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
   char where_buf[PATH_MAX];
-#define WHERE display_path(dirfd, name, where_buf, sizeof where_buf)
+#define WHERE ckl__display_path(dirfd, name, where_buf, sizeof where_buf)
   if (!name || !out) return -EINVAL;
   *out = NULL;
   int fd CKL__CLEANUP_CLOSE = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -220,17 +211,26 @@ int ckl_index_openat(int dirfd, const char *name, ckl_index **out) {
     return CKL_ECORRUPT;
   }
   ckl_index *ix = calloc(1, sizeof *ix);
-  if (!ix) return -ENOMEM;
-  ix->len = (size_t)st.st_size;
-  void *m = mmap(NULL, ix->len, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (m == MAP_FAILED) {
-    rc = -errno;
-    ckl__log_error("index %s: mmap: %s", WHERE, strerror(-rc));
+  uint8_t *buf = malloc((size_t)st.st_size);
+  if (!ix || !buf) {
     free(ix);
+    free(buf);
+    ckl__log_error("index %s: %s", WHERE, strerror(ENOMEM));
+    return -ENOMEM;
+  }
+  ix->base = buf;
+  ix->len = (size_t)st.st_size;
+  /* The failpoint stands for a read that fails (error(EIO)); a pause
+   * there lets a test change the file's size between fstat and read. */
+  if ((rc = CKL_FAILPOINT("index.read.before_pread")) == 0 &&
+      (rc = ckl__pread_exact(fd, buf, ix->len, &why)) == CKL_ECORRUPT)
+    ckl__log_error("index %s: %s: %s", WHERE, ckl_strerror(rc), why);
+  else if (rc < 0)
+    ckl__log_error("index %s: read: %s", WHERE, ckl_strerror(rc));
+  if (rc < 0) {
+    ix_free(ix);
     return rc;
   }
-  ix->base = m;
-  ix->mapped = true;
   rc = validate(ix, &why);
   if (rc < 0) {
     ckl__log_error("index %s: %s: %s", WHERE, ckl_strerror(rc), why);
@@ -279,7 +279,7 @@ void ckl_index_uuid(const ckl_index *ix, uint8_t out[16]) { memcpy(out, ix->base
 
 const ckl_digest *ckl_index_digest(const ckl_index *ix, size_t i) {
   if (!ix || i >= ix->count) return NULL;
-  /* ckl_digest is a byte array (alignment 1): pointing into the map is fine. */
+  /* ckl_digest is a byte array (alignment 1): pointing into the buffer is fine. */
   if (ix->kind == CKL_INDEX_DYNAMIC) return (const ckl_digest *)(ix->entries + i * DYN_ENTRY + 8);
   return (const ckl_digest *)(ix->entries + i * FIX_ENTRY);
 }

@@ -40,8 +40,11 @@ int ckl__ops_register(ckl_store *st, ckl__state *state, const char *operation, c
 int ckl__ops_deregister(ckl__state *state, char token[CKL_TOKEN_HEX_LEN + 1]);
 
 /* ---- files --------------------------------------------------------------- */
-/* SHA-256 and size of the regular file dirfd/name (O_NOFOLLOW). 0, -ENOENT,
- * -ELOOP, -EINVAL (not a regular file), -ENOMEM, -errno. */
+/* SHA-256 and size of the regular file dirfd/name (O_NOFOLLOW), read with
+ * pread (a failed read is an error, never SIGBUS). 0, -ENOENT, -ELOOP,
+ * -EINVAL (not a regular file): answers, not logged; CKL_ECORRUPT (the
+ * file changed size while it was read), -ENOMEM, -errno (-EIO: a failed
+ * read): logged with the full path and the cause. */
 int ckl__file_sha256_at(int dirfd, const char *name, uint64_t *size, ckl_digest *out);
 
 /* Make the directory `type/id` (each part 0755, existing ones are fine).

@@ -8,8 +8,9 @@
  * entries, CRC32C of the header); docs/datastore.md has the layout.
  *
  * Indexes are written once, through a temp file renamed into place, and
- * read by mmap with every offset bounds-checked: a truncated or malformed
- * index is CKL_ECORRUPT, never a crash.
+ * read whole with pread (not mmap, whose read errors are SIGBUS), every
+ * offset bounds-checked: a truncated or malformed index is CKL_ECORRUPT,
+ * a failed read -EIO, never a crash.
  *
  * Writing:
  *     ckl_index_writer *w;
@@ -42,10 +43,13 @@ typedef enum ckl_index_kind {
 typedef struct ckl_index ckl_index;
 typedef struct ckl_index_writer ckl_index_writer;
 
-/** Open an index file (kind from its header). 0, or -ENOENT (it vanished:
- * GC checks this exact code), -EACCES, -EIO, CKL_ECORRUPT (bad magic,
- * truncated, checksum mismatch, entry count past the end of the file,
- * non-monotonic offsets), CKL_EVERSION (newer format), -ENOMEM. */
+/** Open an index file (kind from its header) and read it whole. 0, or
+ * -ENOENT (it vanished: GC checks this exact code; not logged), -EACCES,
+ * -EIO (a failed read) or another -errno, CKL_ECORRUPT (not a regular
+ * file, bad magic, truncated, checksum mismatch, entry count past the end
+ * of the file, non-monotonic offsets, or the file changed size while it
+ * was read), CKL_EVERSION (newer format), -ENOMEM. Every error but
+ * -ENOENT is logged with the full path and the cause. */
 CKL_EXTERN int ckl_index_open(const char *path, ckl_index **out);
 /** Same, relative to a directory fd. */
 CKL_EXTERN int ckl_index_openat(int dirfd, const char *name, ckl_index **out);

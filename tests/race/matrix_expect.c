@@ -36,7 +36,7 @@ typedef struct rule {
   {MX_##a, MX_##b, f, t, v, {brc, bh, baux, arc, aaux, cell}}
 
 static const rule rules[] = {
-    /* ---- A = RI: index open, fd held, not mapped yet ---- */
+    /* ---- A = RI: index open, fd held, not read yet ---- */
     R(RI, FG, NULL, NULL, BOTH, 0, NULL, ANY, 0, ANY, 2),   /* the open fd follows the move */
     R(RI, PR, NULL, NULL, BOTH, 0, NULL, 0, 0, ANY, 2),
 

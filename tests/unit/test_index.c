@@ -1,13 +1,18 @@
 /* Index files: write/read round trips of both kinds (0, 1, 10k entries),
  * the writer's order and size rules, the reader against every truncation,
  * every bit flip, crafted headers (count overflow, versions, sizes), the
- * exact -ENOENT GC relies on, and failpoints (error, crash) at each write
- * step. */
+ * exact -ENOENT GC relies on, failpoints (error, crash) at each write
+ * step, and the pread reader (index open and file checksum): a failed
+ * read is exactly -EIO naming the file, and a file truncated or extended
+ * between fstat and read is CKL_ECORRUPT, not a SIGBUS. */
+// ctest-labels: threads
 #include "testutil.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +21,7 @@
 
 #include "common/internal.h"
 #include "datastore/crc32c.h"
+#include "datastore/ops_internal.h"
 
 static char *dir;
 
@@ -33,6 +39,7 @@ static int group_teardown(void **state) {
 static int teardown(void **state) {
   (void)state;
   ckl_failpoint_disarm_all();
+  ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
   return 0;
 }
 
@@ -489,6 +496,136 @@ static void test_failpoint_errors(void **state) {
   free(path);
 }
 
+/* ---- the pread reader ---------------------------------------------------------- */
+
+#define EIO_TEXT "Input/output error"
+
+/* The directory as the kernel names it (what the log shows for a dirfd). */
+static char *real_dir(void) {
+  char *r = realpath(dir, NULL);
+  assert_non_null(r);
+  return r;
+}
+
+/* A failed read at open and at the file checksum: exactly -EIO, nothing
+ * returned, the log names the full path (also through a directory fd)
+ * and the cause; disarmed, the same calls succeed. */
+static void test_read_eio(void **state) {
+  (void)state;
+  ckl_digest want, got;
+  char *path = write_dynamic("eio.didx", 5, &want);
+  char *rdir = real_dir();
+  char *rpath = ckl_test_path(rdir, "eio.didx");
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(dfd >= 0);
+  ckl_test_log_capture();
+  ckl_test_log_clear();
+  assert_int_equal(ckl_failpoint_arm("index.read.before_pread", "error(EIO)"), 0);
+
+  ckl_index *ix = (ckl_index *)0x1;
+  assert_int_equal(ckl_index_open(path, &ix), -EIO);
+  assert_null(ix);
+  assert_int_equal(ckl_failpoint_hits("index.read.before_pread"), 1);
+  char want_log[PATH_MAX + 64];
+  snprintf(want_log, sizeof want_log, "index %s: read: " EIO_TEXT, path);
+  ckl_test_assert_logged(want_log);
+
+  ckl_test_log_clear();
+  assert_int_equal(ckl_index_openat(dfd, "eio.didx", &ix), -EIO);
+  snprintf(want_log, sizeof want_log, "index %s: read: " EIO_TEXT, rpath);
+  ckl_test_assert_logged(want_log);
+
+  ckl_test_log_clear();
+  uint64_t size = 7;
+  assert_int_equal(ckl__file_sha256_at(dfd, "eio.didx", &size, &got), -EIO);
+  assert_int_equal(size, 7); /* untouched on error */
+  snprintf(want_log, sizeof want_log, "%s: read: " EIO_TEXT, rpath);
+  ckl_test_assert_logged(want_log);
+  assert_int_equal(ckl_failpoint_hits("index.read.before_pread"), 3);
+
+  ckl_failpoint_disarm_all();
+  assert_int_equal(ckl_index_openat(dfd, "eio.didx", &ix), 0);
+  assert_int_equal(ckl_index_count(ix), 5);
+  ckl_index_close(ix);
+  assert_int_equal(ckl__file_sha256_at(dfd, "eio.didx", &size, &got), 0);
+  assert_int_equal(size, 128 + 5 * 40);
+  assert_memory_equal(got.b, want.b, CKL_DIGEST_LEN);
+  close(dfd);
+  free(rpath);
+  free(rdir);
+  free(path);
+}
+
+typedef struct read_arg {
+  int dfd;
+  const char *name;
+  bool checksum; /* ckl__file_sha256_at, else ckl_index_openat */
+  int rc;
+  ckl_index *ix;
+} read_arg;
+
+static void *read_thread(void *p) {
+  read_arg *a = p;
+  if (a->checksum) {
+    uint64_t size;
+    ckl_digest d;
+    a->rc = ckl__file_sha256_at(a->dfd, a->name, &size, &d);
+  } else {
+    a->rc = ckl_index_openat(a->dfd, a->name, &a->ix);
+  }
+  return NULL;
+}
+
+/* Another hand resizes an index between the reader's fstat and its read
+ * (the failpoint pauses the reader there): CKL_ECORRUPT naming the file
+ * and what happened. With mmap the shrink was a SIGBUS and the growth
+ * went unnoticed (the file validated as its old size). */
+static void resized_while_read(bool checksum, off_t new_len, const char *what) {
+  char *path = write_dynamic("resize.didx", 100, NULL);
+  char *rdir = real_dir();
+  char *rpath = ckl_test_path(rdir, "resize.didx");
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(dfd >= 0);
+  ckl_test_log_capture();
+  ckl_test_log_clear();
+  assert_int_equal(ckl_failpoint_arm("index.read.before_pread", "pause"), 0);
+  read_arg a = {.dfd = dfd, .name = "resize.didx", .checksum = checksum, .rc = 1,
+                .ix = (ckl_index *)0x1};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, read_thread, &a), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("index.read.before_pread", 1, 20000), 0);
+  /* The reader has the fd and the old size (128 + 100 * 40). */
+  assert_int_equal(truncate(path, new_len), 0);
+  assert_int_equal(ckl_failpoint_release("index.read.before_pread"), 1);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  ckl_failpoint_disarm_all();
+
+  assert_int_equal(a.rc, CKL_ECORRUPT);
+  if (!checksum) assert_null(a.ix);
+  char want_log[PATH_MAX + 128];
+  snprintf(want_log, sizeof want_log, "%s%s: %s: file %s while it was read",
+           checksum ? "" : "index ", rpath, ckl_strerror(CKL_ECORRUPT), what);
+  ckl_test_assert_logged(want_log);
+  assert_int_equal(unlink(path), 0);
+  close(dfd);
+  free(rpath);
+  free(rdir);
+  free(path);
+}
+
+static void test_truncated_while_read(void **state) {
+  (void)state;
+  resized_while_read(false, 128 + 50 * 40, "shrank");
+  resized_while_read(false, 0, "shrank");
+  resized_while_read(true, 128 + 50 * 40, "shrank");
+}
+
+static void test_extended_while_read(void **state) {
+  (void)state;
+  resized_while_read(false, 128 + 101 * 40, "grew");
+  resized_while_read(true, 128 + 100 * 40 + 1, "grew");
+}
+
 typedef struct crash_arg {
   const char *step;
   const char *path;
@@ -547,6 +684,9 @@ int main(void) {
       cmocka_unit_test(test_kind_from_name),
       cmocka_unit_test_teardown(test_failpoint_errors, teardown),
       cmocka_unit_test_teardown(test_failpoint_crash, teardown),
+      cmocka_unit_test_teardown(test_read_eio, teardown),
+      cmocka_unit_test_teardown(test_truncated_while_read, teardown),
+      cmocka_unit_test_teardown(test_extended_while_read, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
