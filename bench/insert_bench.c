@@ -350,8 +350,10 @@ static int run_config(env *e, const config *c) {
                                             ? "zstd level 3 (the store default) compresses "
                                               "slower than the floor writes; see "
                                               "docs/benchmarks.md"
-                                            : "the insert also runs zstd on every chunk and a "
-                                              "touch probe; see docs/benchmarks.md");
+                                            : "beyond the floor's calls the insert touches the "
+                                              "name first (the dedup probe) and encodes the "
+                                              "chunk (a 4 KiB sample decides on zstd; header, "
+                                              "CRC32C, a copy); see docs/benchmarks.md");
   }
   br_emit(&e->out, &rec);
 
