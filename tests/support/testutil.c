@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 char *ckl_test_mkdtemp(const char *tag) {
@@ -97,6 +98,33 @@ int ckl_test_count_entries(const char *dir, const char *prefix) {
   }
   closedir(d);
   return n;
+}
+
+void ckl_test_wait_file(const char *dir, const char *prefix) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t end = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + CKL_TEST_WAIT_MS;
+  for (;;) {
+    if (ckl_test_count_entries(dir, prefix) > 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 > end) break;
+    struct timespec ts = {.tv_nsec = 2000000};
+    nanosleep(&ts, NULL);
+  }
+  fail_msg("no %s/%s* after %d ms", dir, prefix, CKL_TEST_WAIT_MS);
+}
+
+void ckl_test_wait_pausefile(const char *dir, const char *name) {
+  char prefix[256];
+  snprintf(prefix, sizeof prefix, "%s.hit.", name);
+  ckl_test_wait_file(dir, prefix);
+}
+
+void ckl_test_release_pausefile(const char *dir, const char *name) {
+  char *p = NULL;
+  if (asprintf(&p, "%s/%s.go", dir, name) < 0) abort();
+  ckl_test_write_file(p, "", 0);
+  free(p);
 }
 
 pid_t ckl_test_fork(int (*fn)(void *), void *arg) {

@@ -16,6 +16,14 @@
 
 #include "chunklock/chunklock.h"
 
+/* The bound of every rendezvous wait in the tests (ckl_failpoint_wait_hits,
+ * a pausefile's hit file, a thread or child reaching a step): a guard
+ * against a hang, never a measurement. It only has to be shorter than the
+ * ctest timeouts; anything tighter turns a slow machine (TSan is 5-15x
+ * slower, and CI runs two test binaries and another job on two cores)
+ * into a spurious failure, so every wait uses this one value. */
+#define CKL_TEST_WAIT_MS 60000
+
 /* A fresh empty directory under $CKL_TEST_TMPDIR (or /tmp), unique per call.
  * Returns a malloc'd path; the test removes it with ckl_test_rmtree. */
 char *ckl_test_mkdtemp(const char *tag);
@@ -42,6 +50,16 @@ int ckl_test_logged(const char *needle);
 const char *ckl_test_log_text(void);
 /* Fail the test (printing the log) unless needle was logged. */
 void ckl_test_assert_logged(const char *needle);
+
+/* Wait (bounded by CKL_TEST_WAIT_MS) until a file whose name starts with
+ * `prefix` exists in dir; fails the test otherwise. For pausefile
+ * failpoints: ckl_test_wait_pausefile(dir, name) waits for the hit file
+ * DIR/NAME.hit.<pid> of any process; ckl_test_release_pausefile creates
+ * DIR/NAME.go. A pausefile failpoint's .go file stays until removed, and
+ * releases every later hit too: use a fresh directory per rendezvous. */
+void ckl_test_wait_file(const char *dir, const char *prefix);
+void ckl_test_wait_pausefile(const char *dir, const char *name);
+void ckl_test_release_pausefile(const char *dir, const char *name);
 
 /* Fork a child that runs fn(arg) and _exits with its return value.
  * Returns the pid. */

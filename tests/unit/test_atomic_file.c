@@ -459,21 +459,17 @@ static void test_cleanup_live_child(void **state) {
   snprintf(action, sizeof action, "pausefile(%s)", fpdir);
   child_arg a = {.target = f, .fp = "atomic.before_rename", .action = action};
   pid_t pid = ckl_test_fork(replace_child, &a);
-  char *hit = NULL, *go = ckl_test_path(fpdir, "atomic.before_rename.go");
-  assert_true(asprintf(&hit, "%s/atomic.before_rename.hit.%d", fpdir, (int)pid) > 0);
-  struct stat st;
+  char hit[256];
+  snprintf(hit, sizeof hit, "atomic.before_rename.hit.%d", (int)pid);
   /* a handshake, not a race: wait until the child is parked at the site */
-  for (int i = 0; i < 10000 && stat(hit, &st) != 0; i++) ckl__sleep_ms(1);
-  assert_int_equal(stat(hit, &st), 0);
+  ckl_test_wait_file(fpdir, hit);
   assert_int_equal(ckl_atomic_cleanup(tmpdir), 0);
   assert_int_equal(count_hidden(tmpdir), 1);
-  ckl_test_write_file(go, "", 0);
+  ckl_test_release_pausefile(fpdir, "atomic.before_rename");
   assert_int_equal(ckl_test_wait(pid), 0);
   assert_file_is(f, "new");
   assert_int_equal(ckl_atomic_cleanup(tmpdir), 0);
   assert_int_equal(count_hidden(tmpdir), 0);
-  free(hit);
-  free(go);
   free(fpdir);
   free(f);
 }

@@ -184,7 +184,7 @@ static void race_cleanup_first(int dir) {
   job w = {.path = t, .dir = dir};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, replace_thread, &w), 0);
-  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_test_count_entries(tmpdir, "."), 1);
   assert_int_equal(ckl_atomic_cleanup(tmpdir), 1);
   assert_int_equal(ckl_test_count_entries(tmpdir, "."), 0);
@@ -208,9 +208,9 @@ static void race_cleanup_holds_lock(int dir) {
   job w = {.path = t, .dir = dir}, c = {.path = tmpdir};
   pthread_t wt, ct;
   assert_int_equal(pthread_create(&wt, NULL, replace_thread, &w), 0);
-  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(pthread_create(&ct, NULL, cleanup_thread, &c), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("atomic.cleanup_locked", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("atomic.cleanup_locked", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_failpoint_release(fp), 1);
   assert_int_equal(pthread_join(wt, NULL), 0);
   assert_int_equal(w.rc, 0);

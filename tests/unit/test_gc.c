@@ -165,7 +165,7 @@ static void test_two_gcs_threads(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
   ckl_holder who = {0};
   ckl_gc_opts o = zero_safety();
   o.busy_holder = &who;
@@ -195,18 +195,12 @@ static int child_gc_paused(void *arg) {
 }
 
 static void wait_hit_file(const char *dir, const char *fp, pid_t pid) {
-  char hit[4200];
-  snprintf(hit, sizeof hit, "%s/%s.hit.%d", dir, fp, (int)pid);
-  struct stat sb;
-  for (int i = 0; i < 15000 && stat(hit, &sb) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &sb), 0);
+  char hit[256];
+  snprintf(hit, sizeof hit, "%s.hit.%d", fp, (int)pid);
+  ckl_test_wait_file(dir, hit);
 }
 
-static void release_file(const char *dir, const char *fp) {
-  char go[4200];
-  snprintf(go, sizeof go, "%s/%s.go", dir, fp);
-  ckl_test_write_file(go, "", 0);
-}
+static void release_file(const char *dir, const char *fp) { ckl_test_release_pausefile(dir, fp); }
 
 static void test_two_gcs_processes(void **state) {
   gcfx *f = *state;
@@ -236,7 +230,7 @@ static void test_proxmox_race(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   /* the backup: reuses chunk 2 by touching it, uploads 10 */
   ckl_digest d;
   gcfx_chunk(2, &d);
@@ -280,7 +274,7 @@ static void test_forget_before_removed_set(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(gcfx_forget(f, S2), 1);
   ckl_failpoint_release("gc.mark.before_removed_set");
   pthread_join(th, NULL);
@@ -308,7 +302,7 @@ static void test_forget_during_mark_other_process(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget, f)), 0);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
@@ -341,7 +335,7 @@ static void test_forget_during_dry_run_mark(void **state) {
   t.o.dry_run = 1;
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget_dry, f)), 0);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
@@ -370,7 +364,7 @@ static void test_forget_before_dry_run_removed_set(void **state) {
   t.o.dry_run = 1;
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(gcfx_forget(f, S2), CKL__FORGET_DRY_GC);
   assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 0);
   ckl_failpoint_release("gc.mark.before_removed_set");
@@ -397,7 +391,7 @@ static void test_index_removed_behind_back(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   char p[4200];
   snprintf(p, sizeof p, "%s/%s/data.didx", f->dir, S2);
   assert_int_equal(unlink(p), 0);

@@ -127,7 +127,7 @@ static void removed_after_grant(fixture *f, const char *name, ckl_lock_mode mode
   assert_int_equal(ckl_failpoint_arm("flock.after_lock", "pause"), 0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   rmdir_in(f, rel);
   ckl_failpoint_disarm("flock.after_lock");
   assert_int_equal(pthread_join(t, NULL), 0);
@@ -189,7 +189,7 @@ static void *release_later(void *p) {
   release_arg *a = p;
   /* Released once the waiter is waiting: it has opened the file a second
    * time, after its first busy answer and first sleep. */
-  ckl_failpoint_wait_hits("flock.before_lock", 2, 10000);
+  ckl_failpoint_wait_hits("flock.before_lock", 2, CKL_TEST_WAIT_MS);
   ckl_path_lock_release(a->lk);
   return NULL;
 }

@@ -151,7 +151,7 @@ static void gc_on_progress(ckl_task *t, const ckl_task_progress *p) {
        * gets there (seen under ASan on a loaded machine: the GC then
        * paused for ever), so wait for the hit first. The GC thread needs
        * nothing from this loop to reach the pause. */
-      assert_int_equal(ckl_failpoint_wait_hits("gc.purge.before", 1, 60000), 0);
+      assert_int_equal(ckl_failpoint_wait_hits("gc.purge.before", 1, CKL_TEST_WAIT_MS), 0);
       assert_int_equal(ckl_failpoint_release("gc.purge.before"), 1);
     }
   }

@@ -433,7 +433,7 @@ static void intent_on_wait(ckl_task *t, rec *r) {
   atomic_fetch_add(&test_clock_offset, (int64_t)3 * 10000 * 1000000);
   uint64_t h = ckl_failpoint_hits("task.lease.after_round");
   assert_int_equal(ckl_runtime_refresh_now(ilc.rt), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, CKL_TEST_WAIT_MS), 0);
   put_byte(ilc.down, 'R');
 }
 

@@ -306,7 +306,7 @@ static void forgotten_while_locking(fixture *f, ckl_lock_mode mode, int manifest
   assert_int_equal(ckl_failpoint_arm("flock.before_lock", "pause"), 0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, CKL_TEST_WAIT_MS), 0);
   char p[BIG];
   snprintf(p, sizeof p, "%s/host/gone/2026-03-01T12:00:00Z", f->path);
   assert_int_equal(rmdir(p), 0);

@@ -357,7 +357,8 @@ static void test_heartbeat_thread(void **state) {
   assert_int_equal(ckl_softlock_info(&r, &me), 0);
   struct stat st0, st1;
   assert_int_equal(lstat(me.target, &st0), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", 3, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", 3, CKL_TEST_WAIT_MS),
+                   0);
   assert_int_equal(ckl_softlock_check(&r), 0);
   assert_int_equal(lstat(me.target, &st1), 0);
   assert_true(st1.st_mtim.tv_sec > st0.st_mtim.tv_sec ||
@@ -366,7 +367,7 @@ static void test_heartbeat_thread(void **state) {
   /* Remove the marker behind its back: the thread's next beat finds it
    * gone and tells the holder through the callback. */
   assert_int_equal(unlink(me.target), 0);
-  for (int i = 0; i < 20000 && atomic_load(&lost_calls) == 0; i++) ckl__sleep_ms(1);
+  for (int i = 0; i < CKL_TEST_WAIT_MS && atomic_load(&lost_calls) == 0; i++) ckl__sleep_ms(1);
   assert_int_equal(atomic_load(&lost_calls), 1);
   assert_int_equal(atomic_load(&lost_reason), CKL_SOFTLOCK_LOST_GONE);
   assert_int_equal(ckl_softlock_check(&r), CKL_ELOCKLOST);
@@ -400,7 +401,7 @@ static void start_race(fx *f, ckl_softlock *b, const char *fp, taker *t, pthread
   t->f = f;
   memset(&t->lk, 0, sizeof t->lk);
   assert_int_equal(pthread_create(th, NULL, take_main, t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, CKL_TEST_WAIT_MS), 0);
 }
 
 static void test_heartbeat_during_break_loses(void **state) {
@@ -485,7 +486,7 @@ static void test_waiting_writer_blocks_new_readers(void **state) {
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
   /* Phase 1 done once the writer scans for readers. */
-  assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.before_scan", 2, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.before_scan", 2, CKL_TEST_WAIT_MS), 0);
   ckl_holder who;
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->ca, "node-a", &who), CKL_EBUSY);
   assert_int_equal(who.known, 1);
