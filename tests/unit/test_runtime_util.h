@@ -156,11 +156,18 @@ RTU void loopmon_assert(const loopmon *m) {
   assert_true(m->max_probe_cpu_ns < LOOP_BLOCK_BOUND_MS * NS_PER_MS);
 }
 
-/* ---- injectable clock --------------------------------------------------------- */
+/* ---- injectable clock ---------------------------------------------------------
+ * A runtime made with_clock judges its leases by this clock, which stands
+ * still: it reads the boot time taken when the runtime was made, plus the
+ * offset a test steps. Real time never enters, so a lease is lost exactly
+ * when a test says (a step past the TTL, a refresh that fails), never
+ * because a loaded machine let the TTL pass between two lines of a test
+ * while the loop, whose heartbeat refreshes it, was not running. */
+static _Atomic int64_t test_clock_base;
 static _Atomic int64_t test_clock_offset;
 RTU int64_t test_clock(void *arg) {
   (void)arg;
-  return ckl__now_boottime_ns() + atomic_load(&test_clock_offset);
+  return atomic_load(&test_clock_base) + atomic_load(&test_clock_offset);
 }
 
 /* ---- recorder ---------------------------------------------------------------------
@@ -208,7 +215,10 @@ RTU void rec_done(ckl_task *t, int status) {
 RTU ckl_runtime *rt_new(uv_loop_t *loop, int64_t ttl_ms, int with_clock) {
   ckl_runtime_opts o = {.loop = loop, .lease_ttl_ms = ttl_ms, .progress_interval_ms = 5,
                         .backoff_max_ms = 50};
-  if (with_clock) o.clock = test_clock;
+  if (with_clock) {
+    atomic_store(&test_clock_base, ckl__now_boottime_ns());
+    o.clock = test_clock;
+  }
   ckl_runtime *rt = NULL;
   assert_int_equal(ckl_runtime_new(&o, &rt), 0);
   return rt;
