@@ -171,7 +171,16 @@ RTU int64_t test_clock(void *arg) {
 }
 
 /* ---- recorder ---------------------------------------------------------------------
- * ckl_task.data points at one of these. */
+ * ckl_task.data points at one of these.
+ *
+ * Who was in the way: a busy answer may name nobody (known = 0) when the
+ * attempt meets a holder between its grant and its record, or between
+ * clearing its record and its unlock (locks/busy.c, windows W1-W3); a
+ * holder descheduled there outlasts the re-probe bound on a loaded
+ * machine. A test that checks the holder reads a wait event known to have
+ * met the holder with its name written (usually the first: taken before
+ * the test lets the holder go), not the latest, which may come from the
+ * holder's release. */
 typedef struct rec {
   int done_calls;
   int status;
@@ -179,7 +188,8 @@ typedef struct rec {
   int wait_events;
   char last_phase[32];
   uint64_t last_done, last_total;
-  ckl_holder wait_holder;
+  ckl_holder wait_holder;       /* named by the latest "wait" event */
+  ckl_holder first_wait_holder; /* named by the first one */
   void (*on_wait)(ckl_task *t, struct rec *r); /* first "wait" event */
   void (*on_progress)(ckl_task *t, const ckl_task_progress *p);
   void (*on_done)(ckl_task *t, int status);
@@ -198,6 +208,7 @@ RTU void rec_progress(ckl_task *t, const ckl_task_progress *p) {
   if (strcmp(p->phase, "wait") == 0) {
     assert_non_null(p->waiting_for);
     r->wait_holder = *p->waiting_for;
+    if (r->wait_events == 0) r->first_wait_holder = *p->waiting_for;
     if (r->wait_events++ == 0 && r->on_wait) r->on_wait(t, r);
   }
   if (r->on_progress) r->on_progress(t, p);
