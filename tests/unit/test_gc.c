@@ -30,6 +30,19 @@ static ckl_gc_opts zero_safety(void) {
   return o;
 }
 
+typedef struct gc_thread {
+  gcfx *f;
+  ckl_gc_opts o;
+  ckl_gc_result r;
+  int rc;
+} gc_thread;
+
+static void *gc_main(void *arg) {
+  gc_thread *t = arg;
+  t->rc = ckl_gc_run(t->f->st, &t->o, &t->r);
+  return NULL;
+}
+
 /* Protocol steps 2, 4, 5, 6: marked chunks stay, unreferenced old ones go,
  * .gc-status records the run. */
 static void test_basic_collect(void **state) {
@@ -83,11 +96,26 @@ static void test_dry_run(void **state) {
  * cutoff stay even when unreferenced. */
 static void test_recent_chunks_survive(void **state) {
   gcfx *f = *state;
+  /* A chunk written once the GC has recorded its phase-1 start is newer
+   * than any cutoff it computes (phase1_start - safety - margin): kept,
+   * though nothing references it. It is written while the GC is parked
+   * right after that record: written just BEFORE the GC starts, it would
+   * be kept only if the GC got there within the 1 s margin, which a
+   * loaded machine (or TSan) does not promise. */
+  assert_int_equal(ckl_failpoint_arm("gc.begin.after_state", "1*pause"), 0);
+  gc_thread t = {.f = f, .o = zero_safety()};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
   gcfx_insert(f, 7);
+  assert_int_equal(ckl_failpoint_release("gc.begin.after_state"), 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(t.rc, 0);
+  assert_true(gcfx_has(f, 7));
+  assert_int_equal(t.r.removed_chunks, 0);
   ckl_gc_opts o = zero_safety();
   ckl_gc_result r;
-  assert_int_equal(ckl_gc_run(f->st, &o, &r), 0);
-  assert_true(gcfx_has(f, 7)); /* atime within the margin */
   gcfx_age_chunks(f, 3600);
   o.use_safety = 0;            /* store default: 0 s in the fixture */
   assert_int_equal(ckl_gc_run(f->st, &o, &r), 0);
@@ -145,19 +173,6 @@ static void test_oldest_writer_bounds_cutoff(void **state) {
 }
 
 /* ---- step 1: one GC per store --------------------------------------------- */
-
-typedef struct gc_thread {
-  gcfx *f;
-  ckl_gc_opts o;
-  ckl_gc_result r;
-  int rc;
-} gc_thread;
-
-static void *gc_main(void *arg) {
-  gc_thread *t = arg;
-  t->rc = ckl_gc_run(t->f->st, &t->o, &t->r);
-  return NULL;
-}
 
 static void test_two_gcs_threads(void **state) {
   gcfx *f = *state;
