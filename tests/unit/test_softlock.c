@@ -15,7 +15,7 @@ typedef struct fx {
   char *dir;
   char *path; /* dir/lk: never created */
   char *wpath, *spath, *rpath;
-  _Atomic int64_t wall_off;
+  _Atomic int64_t wall_off, wall_base;
   tclock ca, cb; /* two machines */
 } fx;
 
@@ -28,6 +28,8 @@ static int setup(void **state) {
   f->rpath = sl_sib(f->path, ".readers");
   f->ca.wall_off = &f->wall_off;
   f->cb.wall_off = &f->wall_off;
+  f->ca.wall_base = &f->wall_base;
+  f->cb.wall_base = &f->wall_base;
   *state = f;
   return 0;
 }
@@ -225,6 +227,10 @@ static void on_lost(void *ctx, ckl_softlock_lost why) {
 
 static void test_dead_other_host_evicted_after_ttl_never_before(void **state) {
   fx *f = *state;
+  /* 50 ms on either side of the TTL: with real time running, a stall of
+   * 50 ms between node-b's stamp and node-a's second look (a scheduler
+   * tick on a loaded machine) would make "never before" fail. */
+  sl_freeze_wall(&f->wall_base);
   for (int mode = CKL_LOCK_SHARED; mode <= CKL_LOCK_EXCLUSIVE; mode++) {
     atomic_store(&f->wall_off, 0);
     atomic_store(&lost_calls, 0);
@@ -310,6 +316,9 @@ static void test_strict_lease_expiry(void **state) {
   ckl_softlock b = {0};
   ckl_softlock_opts ob = sl_opts(&f->cb, "node-b", TTL_MS);
   ob.on_lost = on_lost;
+  /* 59 s against a 60 s lease: real time must not add the missing second
+   * (the boot clock is the holder's own; the cluster's may run). */
+  sl_freeze_boot(&f->cb);
   assert_int_equal(ckl_softlock_acquire(&b, f->path, CKL_LOCK_EXCLUSIVE, &ob), 0);
   /* A refresh that fails is not yet a loss: the lease still runs. */
   assert_int_equal(ckl_failpoint_arm("softlock.heartbeat.before_touch", "error(EIO)"), 0);
