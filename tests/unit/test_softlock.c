@@ -366,8 +366,14 @@ static void test_heartbeat_thread(void **state) {
   assert_int_equal(ckl_softlock_info(&r, &me), 0);
   struct stat st0, st1;
   assert_int_equal(lstat(me.target, &st0), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", 3, CKL_TEST_WAIT_MS),
-                   0);
+  /* Wait for a beat that stamped AFTER st0 was read. The thread may have
+   * beaten any number of times already (this thread can be descheduled
+   * for 60 ms after the acquire), and a beat counts its hit after its
+   * stamp: the first hit after this reading may belong to a stamp from
+   * before st0, the second cannot. */
+  uint64_t h = ckl_failpoint_hits("softlock.heartbeat.after_touch");
+  assert_int_equal(
+      ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", h + 2, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_softlock_check(&r), 0);
   assert_int_equal(lstat(me.target, &st1), 0);
   assert_true(st1.st_mtim.tv_sec > st0.st_mtim.tv_sec ||
