@@ -459,15 +459,24 @@ static void test_locks_dir(void **state) {
   free(other);
 }
 
+/* One store for the file: a test that fails with a failpoint armed (or a
+ * thread paused at one) must not make the next test pause for ever at
+ * it, hiding the first failure behind a ctest timeout. */
+static int disarm(void **state) {
+  (void)state;
+  ckl_failpoint_disarm_all();
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_list),
-      cmocka_unit_test(test_lock_paths_and_busy),
-      cmocka_unit_test(test_lock_missing_snapshot),
-      cmocka_unit_test(test_forgotten_while_locking),
-      cmocka_unit_test(test_lock_order),
-      cmocka_unit_test(test_lock_order_violation),
-      cmocka_unit_test(test_locks_dir),
+      cmocka_unit_test_teardown(test_list, disarm),
+      cmocka_unit_test_teardown(test_lock_paths_and_busy, disarm),
+      cmocka_unit_test_teardown(test_lock_missing_snapshot, disarm),
+      cmocka_unit_test_teardown(test_forgotten_while_locking, disarm),
+      cmocka_unit_test_teardown(test_lock_order, disarm),
+      cmocka_unit_test_teardown(test_lock_order_violation, disarm),
+      cmocka_unit_test_teardown(test_locks_dir, disarm),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
