@@ -64,9 +64,16 @@ json_get() {
   /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($2)" <"$1"
 }
 
+# The bound of a wait that is expected to end (a paused process reaching
+# its failpoint, a --wait that another process's release ends): a hang
+# guard, not a measurement, so as long as the ctest timeout allows (the
+# CKL_TEST_WAIT_MS of tests/support/testutil.h). A tighter one fails a
+# correct test on a slow machine (ASan, two loaded cores).
+WAIT_S=60
+
 # wait_for PATH-GLOB [SECONDS]: poll until a file matching the glob exists.
 wait_for() {
-  local glob=$1 limit=${2:-30} i=0
+  local glob=$1 limit=${2:-$WAIT_S} i=0
   while ! compgen -G "$glob" >/dev/null; do
     i=$((i + 1))
     [ $i -le $((limit * 100)) ] || fail "timed out waiting for $glob"

@@ -58,7 +58,7 @@ expect_err "held by with-lock"
 expect_exit 0 ck prune "$S" host/x --keep-last 1 --dry-run   # deletes nothing: allowed
 expect_exit 0 ck backup "$S" host/x "$T/src" --time 2026-01-03T00:00:00Z  # backups still add
 expect_exit 0 ck verify "$S" host/x/2026-01-03T00:00:00Z                  # readers still read
-"$CHUNKLOCK" forget "$S" "$old" --wait 30 >"$T/f.out" 2>&1 &
+"$CHUNKLOCK" forget "$S" "$old" --wait "$WAIT_S" >"$T/f.out" 2>&1 &
 f=$!
 BG_PIDS+=($f)
 touch "$T/thaw"

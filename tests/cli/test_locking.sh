@@ -42,8 +42,10 @@ expect_err "held by gc (pid $gc1"
 expect_exit 3 ck with-lock "$S" --exclusive -- true
 expect_exit 3 ck with-lock "$S" --shared -- true
 expect_err "held by gc"
-# a freeze that waits gets in once the GC is done
-"$CHUNKLOCK" with-lock "$S" --shared --wait 30 -- touch "$T/froze" &
+# a freeze that waits gets in once the GC is done (its deadline is a hang
+# guard: the rest of the GC, a sweep of 65,536 directories, runs under it,
+# and under ASan on a loaded machine that is not a matter of seconds)
+"$CHUNKLOCK" with-lock "$S" --shared --wait "$WAIT_S" -- touch "$T/froze" &
 waiter=$!
 BG_PIDS+=($waiter)
 touch "$T/fp/gc.mark.after_list.go"
