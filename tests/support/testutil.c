@@ -39,6 +39,12 @@ static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 
 int ckl_test_rmtree(const char *path) {
   if (!path) return 0;
+  /* Most trees are writable throughout: remove them at once. The chmod
+   * pass below walked all 65,536 prefix directories of a store in a child
+   * process and cost most of a store's teardown (0.7 s of 0.85 s in a
+   * release build, much more under ASan), which made suites that build
+   * a store per test run close to their ctest timeouts under sanitizers. */
+  if (nftw(path, rm_cb, 32, FTW_DEPTH | FTW_PHYS) == 0) return 0;
   /* Make every directory writable first so read-only test dirs go too. */
   char cmd[4096];
   snprintf(cmd, sizeof cmd, "chmod -R u+rwx '%s' 2>/dev/null", path);
