@@ -24,6 +24,15 @@
  * into a spurious failure, so every wait uses this one value. */
 #define CKL_TEST_WAIT_MS 60000
 
+/* The deadline of a lock wait that must succeed but whose length depends
+ * on how long the other contenders take (stress tests: N threads x rounds
+ * on one lock, a polling waiter beside blocked ones). It exists to run the
+ * deadline (polling) path of the wait; a correct run never reaches it. A
+ * finite guess such as 60 s is reached by a waiter that keeps losing to
+ * the others while a slow sanitizer build runs the whole stress phase
+ * for longer than that. */
+#define CKL_TEST_NEVER_MS (24LL * 3600 * 1000)
+
 /* A fresh empty directory under $CKL_TEST_TMPDIR (or /tmp), unique per call.
  * Returns a malloc'd path; the test removes it with ckl_test_rmtree. */
 char *ckl_test_mkdtemp(const char *tag);

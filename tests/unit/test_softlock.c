@@ -485,7 +485,7 @@ typedef struct wtaker {
 static void *writer_main(void *arg) {
   wtaker *w = arg;
   ckl_softlock_opts o = sl_opts(&w->f->cb, "node-b", TTL_MS);
-  o.timeout_ms = 60000;
+  o.timeout_ms = CKL_TEST_NEVER_MS; /* the reader below leaves when told */
   o.operation = "prune";
   w->rc = ckl_softlock_acquire(&w->lk, w->f->path, CKL_LOCK_EXCLUSIVE, &o);
   return NULL;

@@ -114,7 +114,7 @@ static int worker(void *arg) {
   for (int i = 0; i < ROUNDS; i++) {
     int excl = index == 0 || i % 4 == 0;
     ckl_softlock lk = {0};
-    ckl_softlock_opts o = {.timeout_ms = 60000, .host_id = host_of(host),
+    ckl_softlock_opts o = {.timeout_ms = CKL_TEST_NEVER_MS, .host_id = host_of(host),
                            .heartbeat = index < 2 ? CKL_SOFTLOCK_HEARTBEAT_THREAD
                                                   : CKL_SOFTLOCK_HEARTBEAT_EXTERNAL};
     if (ckl_softlock_acquire(&lk, nf.path[host], excl ? CKL_LOCK_EXCLUSIVE : CKL_LOCK_SHARED,

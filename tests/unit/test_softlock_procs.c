@@ -66,7 +66,7 @@ static int worker_child(void *arg) {
   for (int i = 0; i < ROUNDS; i++) {
     int excl = !a->mixed || a->index == 0 || i % 8 == 0;
     ckl_softlock lk = {0};
-    ckl_softlock_opts o = {.timeout_ms = a->index % 2 ? 60000 : CKL_FOREVER,
+    ckl_softlock_opts o = {.timeout_ms = a->index % 2 ? CKL_TEST_NEVER_MS : CKL_FOREVER,
                            .heartbeat = a->index % 2 ? CKL_SOFTLOCK_HEARTBEAT_EXTERNAL
                                                      : CKL_SOFTLOCK_HEARTBEAT_THREAD};
     if (ckl_softlock_acquire(&lk, a->f->path, excl ? CKL_LOCK_EXCLUSIVE : CKL_LOCK_SHARED,

@@ -54,12 +54,13 @@ typedef struct worker {
   pthread_t th;
 } worker;
 
-/* Half the workers wait forever, half with a generous deadline; odd ones
- * drive their heartbeat externally, even ones get the thread. */
+/* Half the workers wait forever, half with a deadline (never reached:
+ * CKL_TEST_NEVER_MS); odd ones drive their heartbeat externally, even ones
+ * get the thread. */
 static ckl_softlock_opts worker_opts(int index) {
   ckl_softlock_opts o;
   memset(&o, 0, sizeof o);
-  o.timeout_ms = index % 2 ? 60000 : CKL_FOREVER;
+  o.timeout_ms = index % 2 ? CKL_TEST_NEVER_MS : CKL_FOREVER;
   o.heartbeat = index % 2 ? CKL_SOFTLOCK_HEARTBEAT_EXTERNAL : CKL_SOFTLOCK_HEARTBEAT_THREAD;
   o.operation = "worker";
   return o;
@@ -205,7 +206,7 @@ static void *writer_once(void *arg) {
   writer_round *wr = arg;
   ckl_softlock lk = {0};
   ckl_softlock_opts o = worker_opts(0);
-  o.timeout_ms = 60000;
+  o.timeout_ms = CKL_TEST_NEVER_MS;
   wr->rc = ckl_softlock_acquire(&lk, wr->f->path, CKL_LOCK_EXCLUSIVE, &o);
   wr->entries_at_entry = atomic_load(&wr->f->sh.reader_entries);
   wr->readers_at_entry = atomic_load(&wr->f->sh.readers_inside);
