@@ -9,6 +9,7 @@
  * forget's and prune's.
  */
 // ctest-labels: threads
+// ctest-timeout: 300
 #include "testutil.h"
 
 #include <errno.h>

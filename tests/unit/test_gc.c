@@ -3,7 +3,7 @@
  * step it defends; failpoints force the interleavings.
  */
 // ctest-labels: threads
-// ctest-timeout: 300
+// ctest-timeout: 600
 #include "testutil.h"
 
 #include <errno.h>

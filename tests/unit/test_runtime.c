@@ -5,7 +5,7 @@
  * blocking it, cancel in every state, close draining, progress.
  */
 // ctest-labels: threads
-// ctest-timeout: 120
+// ctest-timeout: 240
 #include "test_runtime_util.h"
 
 #include <errno.h>
