@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -139,6 +141,12 @@ pid_t ckl_test_fork(int (*fn)(void *), void *arg) {
   if (pid < 0) abort();
   if (pid == 0) _exit(fn(arg) & 0xff);
   return pid;
+}
+
+void ckl_test_die_with_parent(void) {
+  pid_t parent = getppid();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) abort();
+  if (getppid() != parent) _exit(99); /* it died before the call */
 }
 
 int ckl_test_wait(pid_t pid) {

@@ -73,6 +73,14 @@ void ckl_test_release_pausefile(const char *dir, const char *name);
 /* Fork a child that runs fn(arg) and _exits with its return value.
  * Returns the pid. */
 pid_t ckl_test_fork(int (*fn)(void *), void *arg);
+/* In a forked child that blocks until its parent writes to a pipe: die
+ * when the parent process dies. The child keeps its own copy of the
+ * pipe's write end, so a parent that fails an assertion before writing
+ * would leave it blocked for ever, holding the test's stdout open (ctest
+ * then waits for the pipe and reports a timeout instead of the failure).
+ * Only for children forked by a thread that lives as long as the process
+ * (the test's main thread): the signal follows the forking thread. */
+void ckl_test_die_with_parent(void);
 /* Wait for pid; returns its exit status, or 128+signal. */
 int ckl_test_wait(pid_t pid);
 

@@ -675,6 +675,7 @@ typedef struct proc_arg {
 } proc_arg;
 
 static int hold_exclusive_child(void *v) {
+  ckl_test_die_with_parent();
   proc_arg *a = v;
   ckl_path_lock lk = {0};
   ckl_lock_opts o = {.operation = "backup"};
@@ -746,6 +747,7 @@ static void test_release_in_fork_child_is_inert(void **state) {
  * lock taken before the fork: release must unlock it explicitly, since the
  * close() alone would leave it held by the child's copy of the fd. */
 static int linger_child(void *v) {
+  ckl_test_die_with_parent();
   proc_arg *a = v;
   char c = 'R';
   if (write(a->ready[1], &c, 1) != 1) return 2;

@@ -377,6 +377,7 @@ typedef struct reader_child {
 } reader_child;
 
 static int reader_child_main(void *arg) {
+  ckl_test_die_with_parent();
   reader_child *c = arg;
   ckl_store *st;
   if (ckl_store_open(c->path, NULL, &st) != 0) return 10;

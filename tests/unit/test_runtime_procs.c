@@ -40,6 +40,7 @@ typedef struct holder_child {
 } holder_child;
 
 static int hold_group_child(void *arg) {
+  ckl_test_die_with_parent();
   holder_child *h = arg;
   ckl_store *st;
   if (ckl_store_open(h->dir, NULL, &st) != 0) return 10;
@@ -402,6 +403,7 @@ typedef struct shared_child {
 
 /* Holds the process locker shared (a writer) until told. */
 static int shared_holder_child(void *arg) {
+  ckl_test_die_with_parent();
   shared_child *c = arg;
   ckl_store *st;
   if (ckl_store_open(c->dir, NULL, &st) != 0) return 10;
