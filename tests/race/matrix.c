@@ -29,7 +29,7 @@
 #include "invariants.h"
 #include "matrix.h"
 
-#define MX_WAIT_MS 20000
+#define MX_WAIT_MS CKL_TEST_WAIT_MS
 #define MX_B_MANIFEST_MS 100
 #define PR_KEEP 1
 

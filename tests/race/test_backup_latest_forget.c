@@ -61,10 +61,10 @@ static void run(ops_store *s, int forget_all) {
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, backup_thread, &a), 0);
   /* hit 1: the group lock; let it through */
-  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, 30000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, CKL_TEST_WAIT_MS), 0);
   ckl_failpoint_release("flock.before_lock");
   /* hit 2: the base lock of `newest`, picked and not yet locked */
-  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 2, 30000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 2, CKL_TEST_WAIT_MS), 0);
   fg f = {.path = s->path, .n = newest};
   assert_int_equal(ckl_test_wait(ckl_test_fork(forget_child, &f)), 0);
   if (forget_all) {

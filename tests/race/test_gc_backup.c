@@ -93,11 +93,9 @@ static int child_backup(void *arg) {
 }
 
 static void wait_hit(const char *dir, pid_t pid) {
-  char hit[4200];
-  snprintf(hit, sizeof hit, "%s/backup.archive.after_close.hit.%d", dir, (int)pid);
-  struct stat sb;
-  for (int i = 0; i < 30000 && stat(hit, &sb) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &sb), 0);
+  char hit[256];
+  snprintf(hit, sizeof hit, "backup.archive.after_close.hit.%d", (int)pid);
+  ckl_test_wait_file(dir, hit);
 }
 
 static void test_backup_runs_through_gc(void **state) {
@@ -140,9 +138,7 @@ static void test_backup_runs_through_gc(void **state) {
   struct stat sb;
   for (int i = 0; i < 10; i++) assert_int_equal(ckl_chunk_stat(f.st->chunks, &garbage[i], &sb), -ENOENT);
 
-  char go_file[4200];
-  snprintf(go_file, sizeof go_file, "%s/backup.archive.after_close.go", f.dir);
-  ckl_test_write_file(go_file, "", 0);
+  ckl_test_release_pausefile(f.dir, "backup.archive.after_close");
   assert_int_equal(ckl_test_wait(pid), 0);
 
   expect_archive(f.st, &c->name, "one.didx", 0, 16);
@@ -206,10 +202,10 @@ static void test_verify_and_read_during_gc(void **state) {
   gc_bg bg = {.st = f.st};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_bg_main, &bg), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   verify_and_read(f.st, &name); /* during the mark */
   ckl_failpoint_release("gc.mark.after_list");
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.before_rename", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.before_rename", 1, CKL_TEST_WAIT_MS), 0);
   verify_and_read(f.st, &name); /* during the sweep, paused on the junk chunk */
   ckl_failpoint_release("gc.sweep.before_rename");
   pthread_join(th, NULL);

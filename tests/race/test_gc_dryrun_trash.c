@@ -79,7 +79,7 @@ static void forget_during_dry_run(ops_store *s, ckl_freeze *freeze, gc_arg *a) {
   a->st = s->st;
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, gc_thread, a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 30000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   /* the forget does not wait for the dry run: deleted, nothing in .trash */
   assert_int_equal(ckl_forget(s->st, &n, NULL), CKL_FORGET_DELETED);
   assert_int_equal(ops_trash_count(s), 0);

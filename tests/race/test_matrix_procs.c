@@ -4,7 +4,7 @@
  * steps against every B; the expectations and their cells are in
  * matrix_expect.c. A row reports every mismatch before it fails.
  */
-// ctest-timeout: 400
+// ctest-timeout: 600
 #include "testutil.h"
 
 #include <stdio.h>

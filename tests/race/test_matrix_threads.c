@@ -5,7 +5,7 @@
  * matrix_expect.c. A row reports every mismatch before it fails.
  */
 // ctest-labels: threads
-// ctest-timeout: 400
+// ctest-timeout: 600
 #include "testutil.h"
 
 #include <stdio.h>

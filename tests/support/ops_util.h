@@ -76,6 +76,7 @@ static inline void ops_empty_dir(const char *dir, const char *const *keep) {
  * .trash and .locks, no failpoints. The coordination state stays; each
  * test leaves its roster empty and any GC it simulated ended. */
 static inline void ops_store_reset(ops_store *s) {
+  ckl_failpoint_set_trace(NULL, NULL); /* a failed test's hook (gcfx_close) */
   ckl_failpoint_disarm_all();
   ckl_log_set(NULL, NULL, CKL_LOG_ERROR);
   static const char *const keep[] = {".chunks", ".lock",          ".locks", ".state",
@@ -258,22 +259,13 @@ static inline int ops_roster_count(const ops_store *s, const char *op, const cha
   return q.n;
 }
 
-/* Wait (bounded) until a pausefile child has reached `name`: a file
- * DIR/NAME.hit.PID appears. */
+/* A pausefile child has reached `name` / may go on (testutil.h). */
 static inline void ops_wait_pausefile(const char *dir, const char *name) {
-  char prefix[256];
-  snprintf(prefix, sizeof prefix, "%s.hit.", name);
-  for (int i = 0; i < 20000; i++) {
-    if (ckl_test_count_entries(dir, prefix) > 0) return;
-    usleep(1000);
-  }
-  fail_msg("child never reached %s", name);
+  ckl_test_wait_pausefile(dir, name);
 }
 
 static inline void ops_release_pausefile(const char *dir, const char *name) {
-  char p[PATH_MAX];
-  snprintf(p, sizeof p, "%s/%s.go", dir, name);
-  ckl_test_write_file(p, "", 0);
+  ckl_test_release_pausefile(dir, name);
 }
 
 #endif

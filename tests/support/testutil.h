@@ -16,6 +16,23 @@
 
 #include "chunklock/chunklock.h"
 
+/* The bound of every rendezvous wait in the tests (ckl_failpoint_wait_hits,
+ * a pausefile's hit file, a thread or child reaching a step): a guard
+ * against a hang, never a measurement. It only has to be shorter than the
+ * ctest timeouts; anything tighter turns a slow machine (TSan is 5-15x
+ * slower, and CI runs two test binaries and another job on two cores)
+ * into a spurious failure, so every wait uses this one value. */
+#define CKL_TEST_WAIT_MS 60000
+
+/* The deadline of a lock wait that must succeed but whose length depends
+ * on how long the other contenders take (stress tests: N threads x rounds
+ * on one lock, a polling waiter beside blocked ones). It exists to run the
+ * deadline (polling) path of the wait; a correct run never reaches it. A
+ * finite guess such as 60 s is reached by a waiter that keeps losing to
+ * the others while a slow sanitizer build runs the whole stress phase
+ * for longer than that. */
+#define CKL_TEST_NEVER_MS (24LL * 3600 * 1000)
+
 /* A fresh empty directory under $CKL_TEST_TMPDIR (or /tmp), unique per call.
  * Returns a malloc'd path; the test removes it with ckl_test_rmtree. */
 char *ckl_test_mkdtemp(const char *tag);
@@ -43,9 +60,27 @@ const char *ckl_test_log_text(void);
 /* Fail the test (printing the log) unless needle was logged. */
 void ckl_test_assert_logged(const char *needle);
 
+/* Wait (bounded by CKL_TEST_WAIT_MS) until a file whose name starts with
+ * `prefix` exists in dir; fails the test otherwise. For pausefile
+ * failpoints: ckl_test_wait_pausefile(dir, name) waits for the hit file
+ * DIR/NAME.hit.<pid> of any process; ckl_test_release_pausefile creates
+ * DIR/NAME.go. A pausefile failpoint's .go file stays until removed, and
+ * releases every later hit too: use a fresh directory per rendezvous. */
+void ckl_test_wait_file(const char *dir, const char *prefix);
+void ckl_test_wait_pausefile(const char *dir, const char *name);
+void ckl_test_release_pausefile(const char *dir, const char *name);
+
 /* Fork a child that runs fn(arg) and _exits with its return value.
  * Returns the pid. */
 pid_t ckl_test_fork(int (*fn)(void *), void *arg);
+/* In a forked child that blocks until its parent writes to a pipe: die
+ * when the parent process dies. The child keeps its own copy of the
+ * pipe's write end, so a parent that fails an assertion before writing
+ * would leave it blocked for ever, holding the test's stdout open (ctest
+ * then waits for the pipe and reports a timeout instead of the failure).
+ * Only for children forked by a thread that lives as long as the process
+ * (the test's main thread): the signal follows the forking thread. */
+void ckl_test_die_with_parent(void);
 /* Wait for pid; returns its exit status, or 128+signal. */
 int ckl_test_wait(pid_t pid);
 

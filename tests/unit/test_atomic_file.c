@@ -459,21 +459,17 @@ static void test_cleanup_live_child(void **state) {
   snprintf(action, sizeof action, "pausefile(%s)", fpdir);
   child_arg a = {.target = f, .fp = "atomic.before_rename", .action = action};
   pid_t pid = ckl_test_fork(replace_child, &a);
-  char *hit = NULL, *go = ckl_test_path(fpdir, "atomic.before_rename.go");
-  assert_true(asprintf(&hit, "%s/atomic.before_rename.hit.%d", fpdir, (int)pid) > 0);
-  struct stat st;
+  char hit[256];
+  snprintf(hit, sizeof hit, "atomic.before_rename.hit.%d", (int)pid);
   /* a handshake, not a race: wait until the child is parked at the site */
-  for (int i = 0; i < 10000 && stat(hit, &st) != 0; i++) ckl__sleep_ms(1);
-  assert_int_equal(stat(hit, &st), 0);
+  ckl_test_wait_file(fpdir, hit);
   assert_int_equal(ckl_atomic_cleanup(tmpdir), 0);
   assert_int_equal(count_hidden(tmpdir), 1);
-  ckl_test_write_file(go, "", 0);
+  ckl_test_release_pausefile(fpdir, "atomic.before_rename");
   assert_int_equal(ckl_test_wait(pid), 0);
   assert_file_is(f, "new");
   assert_int_equal(ckl_atomic_cleanup(tmpdir), 0);
   assert_int_equal(count_hidden(tmpdir), 0);
-  free(hit);
-  free(go);
   free(fpdir);
   free(f);
 }
@@ -577,6 +573,7 @@ static int check_version(const char *data, size_t n) {
 typedef struct shared_state {
   volatile int done;
   volatile int readers_ready;
+  volatile int readers_read; /* readers that finished a read */
 } shared_state;
 
 static shared_state *shared;
@@ -586,6 +583,12 @@ static int writer_proc(void *p) {
   char buf[4096];
   int me = (int)getpid();
   for (int i = 0; i < ROUNDS; i++) {
+    /* Overlap by construction: no writer makes its last replace before
+     * every reader has read once, and readers read until the writers are
+     * done. Otherwise a reader descheduled for the whole (short) write
+     * phase read nothing and failed with 4. */
+    if (i == ROUNDS - 1)
+      while (__atomic_load_n(&shared->readers_read, __ATOMIC_SEQ_CST) < NREADERS) sched_yield();
     size_t n = make_version(buf, sizeof buf, (uint64_t)me * 1000 + (uint64_t)i);
     if (ckl_atomic_replace(target, buf, n, 0644, i % 2 ? CKL_ATOMIC_NOSYNC : 0) != 0) return 1;
   }
@@ -595,17 +598,22 @@ static int writer_proc(void *p) {
 static int reader_proc(void *p) {
   const char *target = p;
   long reads = 0;
+  int rc = 0;
   __atomic_add_fetch(&shared->readers_ready, 1, __ATOMIC_SEQ_CST);
-  while (!__atomic_load_n(&shared->done, __ATOMIC_SEQ_CST)) {
+  while (rc == 0 && !__atomic_load_n(&shared->done, __ATOMIC_SEQ_CST)) {
     size_t n;
     char *data = ckl_test_read_file(target, &n);
-    if (!data) return 2; /* never missing */
-    int bad = check_version(data, n);
-    free(data);
-    if (bad) return 3;  /* never a mix */
-    reads++;
+    if (!data) {
+      rc = 2; /* never missing */
+    } else {
+      if (check_version(data, n) != 0) rc = 3; /* never a mix */
+      free(data);
+    }
+    /* counted after the first read, or when failing: no writer waits for
+     * a reader that has stopped */
+    if (reads++ == 0 || rc != 0) __atomic_add_fetch(&shared->readers_read, 1, __ATOMIC_SEQ_CST);
   }
-  return reads > 0 ? 0 : 4;
+  return rc ? rc : reads > 0 ? 0 : 4;
 }
 
 static void test_concurrent_processes(void **state) {

@@ -444,7 +444,7 @@ static void test_lease_lost(void **state) {
   finish_arg fa = {.b = b};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, finish_thread, &fa), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("backup.after_manifest", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("backup.after_manifest", 1, CKL_TEST_WAIT_MS), 0);
   char *dir = ops_snap_dir(s, &n), *mp = ckl_test_path(dir, "index.json");
   assert_true(ops_exists(mp));
   assert_int_equal(rename(sd, old), 0);
@@ -525,11 +525,11 @@ static void test_register_before_chunks(void **state) {
   begin_arg a = {.st = s->st};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, begin_thread, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("backup.after_locks", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("backup.after_locks", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ops_roster_count(s, "backup", "host/a/2023-11-14T22:13:20Z"), 1);
   assert_false(ops_snap_exists(s, &n));
   ckl_failpoint_release("backup.after_locks");
-  assert_int_equal(ckl_failpoint_wait_hits("backup.after_register", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("backup.after_register", 1, CKL_TEST_WAIT_MS), 0);
   ops_roster_q q = {.op = "backup", .target = "host/a/2023-11-14T22:13:20Z"};
   assert_true(ckl_roster_list(s->path, ops_roster_cb, &q) >= 0);
   assert_int_equal(q.n, 1);

@@ -20,8 +20,6 @@
 #include "common/internal.h"
 #include "locks/locks_internal.h"
 
-#define WAIT_MS 20000
-
 typedef struct fx {
   char *dir;
   char *path;  /* dir/a.lck, a path lock */
@@ -87,7 +85,7 @@ static void test_path_holder_named_at_grant(void **state) {
   holder_arg a = {.path = f->path};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, path_holder, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
 
   /* Granted, not yet verified or returned: the record is there already. */
   ckl_holder who;
@@ -141,7 +139,7 @@ static void test_gc_holder_named_at_grant(void **state) {
   holder_arg a = {.path = f->store};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_holder, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gclock.after_lock", 1, WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gclock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
 
   ckl_gclock g2 = {0};
   ckl_holder who;
@@ -195,7 +193,7 @@ static void test_reprobe_takes_lock_holder_left(void **state) {
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, contender, &c), 0);
   /* It found the lock held and nobody to name, and is about to retry. */
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_path_lock_release(&lk), 0);
   ckl_failpoint_release("busy.reprobe");
   assert_int_equal(pthread_join(th, NULL), 0);
@@ -212,7 +210,7 @@ static void test_reprobe_names_holder_that_appears(void **state) {
   contender_arg c = {.path = f->path, .timeout_ms = CKL_TRY};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, contender, &c), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
   /* The holder names itself (as one does right after its grant). */
   assert_int_equal(ckl__holder_record_write(lk.fd, 0, lk.token, "late", lk.acquired_ns), 0);
   ckl_failpoint_release("busy.reprobe");
@@ -282,7 +280,7 @@ static void test_convert_reprobe_takes_lock(void **state) {
   up_arg u = {.lk = &sh, .rc = 1};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, upgrader, &u), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_path_lock_release(&other), 0);
   ckl_failpoint_release("busy.reprobe");
   assert_int_equal(pthread_join(th, NULL), 0);

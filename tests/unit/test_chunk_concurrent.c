@@ -160,7 +160,8 @@ static void test_same_digest_threads(void **state) {
     args[i] = (same_arg){buf, len, &d, -1, 0};
     assert_int_equal(pthread_create(&th[i], NULL, same_thread, &args[i]), 0);
   }
-  assert_int_equal(ckl_failpoint_wait_hits("chunk.insert.before_rename", N_THREADS, 30000), 0);
+  assert_int_equal(
+      ckl_failpoint_wait_hits("chunk.insert.before_rename", N_THREADS, CKL_TEST_WAIT_MS), 0);
   char rel[80], prefix[4200];
   ckl_chunk_relpath(&d, rel, sizeof rel);
   rel[4] = '\0';
@@ -205,7 +206,7 @@ static void test_same_digest_processes(void **state) {
   for (int i = 0; i < N_PROCS; i++) pids[i] = ckl_test_fork(same_proc, NULL);
   /* Wait (not a race-maker: a readiness check) until all four are paused
    * with their temp files written. */
-  int64_t deadline = ckl__now_monotonic_ns() + 30 * 1000000000LL;
+  int64_t deadline = ckl__now_monotonic_ns() + CKL_TEST_WAIT_MS * 1000000LL;
   while (ckl_test_count_entries(pause_dir, "chunk.insert.before_rename.hit.") < N_PROCS) {
     assert_true(ckl__now_monotonic_ns() < deadline);
     ckl__sleep_ms(2);

@@ -91,7 +91,7 @@ static void test_pause_release(void **state) {
   assert_int_equal(ckl_failpoint_arm("flock.before_unlink", "pause"), 0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, pause_thread, NULL), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.before_unlink", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.before_unlink", 1, CKL_TEST_WAIT_MS), 0);
   /* the thread is paused: it cannot have passed the site */
   assert_int_equal(atomic_load(&passed), 0);
   assert_int_equal(ckl_failpoint_release("flock.before_unlink"), 1);
@@ -136,13 +136,10 @@ static void test_pausefile_cross_process(void **state) {
   (void)state;
   char *dir = ckl_test_mkdtemp("fp");
   pid_t pid = ckl_test_fork(pausefile_child, dir);
-  char hit[600], go[600];
-  snprintf(hit, sizeof hit, "%s/flock.after_lock.hit.%d", dir, (int)pid);
-  snprintf(go, sizeof go, "%s/flock.after_lock.go", dir);
-  struct stat st;
-  for (int i = 0; i < 5000 && stat(hit, &st) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &st), 0);
-  ckl_test_write_file(go, "", 0);
+  char hit[256];
+  snprintf(hit, sizeof hit, "flock.after_lock.hit.%d", (int)pid);
+  ckl_test_wait_file(dir, hit);
+  ckl_test_release_pausefile(dir, "flock.after_lock");
   assert_int_equal(ckl_test_wait(pid), 0);
   ckl_test_rmtree(dir);
   free(dir);

@@ -107,9 +107,9 @@ static void test_paused_thread_reported_first(void **state) {
   assert_int_equal(ckl_failpoint_arm("flock.after_lock", "pause"), 0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, paused_thread, NULL), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   /* the hit is counted before the trace call: wait for the record too */
-  for (int i = 0; i < 10000 && recorded() == 0; i++) ckl__sleep_ms(1);
+  for (int i = 0; i < CKL_TEST_WAIT_MS && recorded() == 0; i++) ckl__sleep_ms(1);
   assert_int_equal(recorded(), 1);
   assert_ptr_equal(tl.name[0], catalog_name("flock.after_lock"));
   assert_true(pthread_equal(tl.thread[0], t));

@@ -482,7 +482,7 @@ static void replaced_while_waiting(const char *path, int64_t timeout) {
   /* Only the waiter can be granted anything now, and only the old inode,
    * which is still at the path. */
   assert_int_equal(ckl_path_lock_release(&first), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   ino_t new_ino = replace_file(path);
   assert_true(new_ino != old_ino); /* the old inode is still open: no reuse */
   assert_int_equal(ckl_failpoint_release("flock.after_lock"), 1);
@@ -520,7 +520,7 @@ static void test_unlink_moves_waiters(void **state) {
   assert_int_equal(pthread_create(&t, NULL, waiter_main, &w), 0);
   /* Past before_lock the waiter has the old inode open; it can only be
    * granted that inode, after the unlink below. */
-  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_path_lock_unlink(&holder), 0);
   assert_int_equal(holder.held, 0);
   assert_int_equal(ckl_failpoint_hits("flock.before_unlink"), 1);
@@ -542,7 +542,7 @@ typedef struct replacer {
 static void *replacer_main(void *arg) {
   replacer *r = arg;
   for (int i = 1; i <= r->times; i++) {
-    if (ckl_failpoint_wait_hits("flock.after_lock", (uint64_t)i, 10000) != 0) abort();
+    if (ckl_failpoint_wait_hits("flock.after_lock", (uint64_t)i, CKL_TEST_WAIT_MS) != 0) abort();
     if (unlink(r->path) != 0) abort();
     int fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) abort();
@@ -565,7 +565,8 @@ static void test_try_gives_up_on_a_file_that_keeps_changing(void **state) {
   pthread_t tw;
   assert_int_equal(pthread_create(&tw, NULL, waiter_main, &w), 0);
   assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", (uint64_t)n + 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", (uint64_t)n + 1, CKL_TEST_WAIT_MS),
+                   0);
   assert_int_equal(ckl_failpoint_disarm("flock.after_lock"), 0);
   assert_int_equal(pthread_join(tw, NULL), 0);
   assert_int_equal(w.rc, 0);
@@ -674,6 +675,7 @@ typedef struct proc_arg {
 } proc_arg;
 
 static int hold_exclusive_child(void *v) {
+  ckl_test_die_with_parent();
   proc_arg *a = v;
   ckl_path_lock lk = {0};
   ckl_lock_opts o = {.operation = "backup"};
@@ -745,6 +747,7 @@ static void test_release_in_fork_child_is_inert(void **state) {
  * lock taken before the fork: release must unlock it explicitly, since the
  * close() alone would leave it held by the child's copy of the fd. */
 static int linger_child(void *v) {
+  ckl_test_die_with_parent();
   proc_arg *a = v;
   char c = 'R';
   if (write(a->ready[1], &c, 1) != 1) return 2;

@@ -238,7 +238,7 @@ static void test_busy_verify_and_forget(void **state) {
   verify_arg va = {.st = s->st, .n = n};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, verify_thread, &va), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("verify.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("verify.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   ckl_holder who = {0};
   ckl_forget_opts fo = {.busy_holder = &who};
   assert_int_equal(ckl_forget(s->st, &n, &fo), CKL_EBUSY);
@@ -252,7 +252,7 @@ static void test_busy_verify_and_forget(void **state) {
   assert_int_equal(ckl_failpoint_arm("forget.after_lock", "pause"), 0);
   verify_arg fa = {.st = s->st, .n = n};
   assert_int_equal(pthread_create(&th, NULL, forget_thread, &fa), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("forget.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("forget.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   memset(&who, 0, sizeof who);
   assert_int_equal(ckl_forget(s->st, &n, &fo), CKL_EBUSY);
   assert_string_equal(who.operation, "forget");
@@ -312,7 +312,7 @@ static void test_manifest_lock_deadline(void **state) {
   upd_arg ua = {.st = s->st, .n = n};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, update_thread, &ua), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("update_manifest.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("update_manifest.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_forget(quick, &n, NULL), CKL_ETIMEDOUT);
   assert_true(ops_snap_exists(s, &n));
   assert_int_equal(ops_trash_count(s), 0);

@@ -9,6 +9,7 @@
  * forget's and prune's.
  */
 // ctest-labels: threads
+// ctest-timeout: 300
 #include "testutil.h"
 
 #include <errno.h>
@@ -276,6 +277,7 @@ typedef struct xproc {
   int to_parent[2], to_child[2];
 } xproc;
 static int child_freezer(void *arg) {
+  ckl_test_die_with_parent();
   xproc *x = arg;
   ckl_store *st;
   if (ckl_store_open(x->dir, NULL, &st) != 0) return 10;

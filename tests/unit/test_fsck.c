@@ -5,6 +5,7 @@
  * .trash while a GC marks); CKL_FSCK_CLEAN removes what is provably
  * garbage, and the next run is clean. */
 // ctest-labels: threads
+// ctest-timeout: 300
 #include "testutil.h"
 
 #include "ops_util.h"

@@ -3,7 +3,7 @@
  * step it defends; failpoints force the interleavings.
  */
 // ctest-labels: threads
-// ctest-timeout: 300
+// ctest-timeout: 600
 #include "testutil.h"
 
 #include <errno.h>
@@ -28,6 +28,19 @@
 static ckl_gc_opts zero_safety(void) {
   ckl_gc_opts o = {.use_safety = 1, .atime_safety_s = 0};
   return o;
+}
+
+typedef struct gc_thread {
+  gcfx *f;
+  ckl_gc_opts o;
+  ckl_gc_result r;
+  int rc;
+} gc_thread;
+
+static void *gc_main(void *arg) {
+  gc_thread *t = arg;
+  t->rc = ckl_gc_run(t->f->st, &t->o, &t->r);
+  return NULL;
 }
 
 /* Protocol steps 2, 4, 5, 6: marked chunks stay, unreferenced old ones go,
@@ -83,11 +96,26 @@ static void test_dry_run(void **state) {
  * cutoff stay even when unreferenced. */
 static void test_recent_chunks_survive(void **state) {
   gcfx *f = *state;
+  /* A chunk written once the GC has recorded its phase-1 start is newer
+   * than any cutoff it computes (phase1_start - safety - margin): kept,
+   * though nothing references it. It is written while the GC is parked
+   * right after that record: written just BEFORE the GC starts, it would
+   * be kept only if the GC got there within the 1 s margin, which a
+   * loaded machine (or TSan) does not promise. */
+  assert_int_equal(ckl_failpoint_arm("gc.begin.after_state", "1*pause"), 0);
+  gc_thread t = {.f = f, .o = zero_safety()};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
   gcfx_insert(f, 7);
+  assert_int_equal(ckl_failpoint_release("gc.begin.after_state"), 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  ckl_failpoint_disarm_all();
+  assert_int_equal(t.rc, 0);
+  assert_true(gcfx_has(f, 7));
+  assert_int_equal(t.r.removed_chunks, 0);
   ckl_gc_opts o = zero_safety();
   ckl_gc_result r;
-  assert_int_equal(ckl_gc_run(f->st, &o, &r), 0);
-  assert_true(gcfx_has(f, 7)); /* atime within the margin */
   gcfx_age_chunks(f, 3600);
   o.use_safety = 0;            /* store default: 0 s in the fixture */
   assert_int_equal(ckl_gc_run(f->st, &o, &r), 0);
@@ -146,26 +174,13 @@ static void test_oldest_writer_bounds_cutoff(void **state) {
 
 /* ---- step 1: one GC per store --------------------------------------------- */
 
-typedef struct gc_thread {
-  gcfx *f;
-  ckl_gc_opts o;
-  ckl_gc_result r;
-  int rc;
-} gc_thread;
-
-static void *gc_main(void *arg) {
-  gc_thread *t = arg;
-  t->rc = ckl_gc_run(t->f->st, &t->o, &t->r);
-  return NULL;
-}
-
 static void test_two_gcs_threads(void **state) {
   gcfx *f = *state;
   assert_int_equal(ckl_failpoint_arm("gc.begin.after_state", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
   ckl_holder who = {0};
   ckl_gc_opts o = zero_safety();
   o.busy_holder = &who;
@@ -195,18 +210,12 @@ static int child_gc_paused(void *arg) {
 }
 
 static void wait_hit_file(const char *dir, const char *fp, pid_t pid) {
-  char hit[4200];
-  snprintf(hit, sizeof hit, "%s/%s.hit.%d", dir, fp, (int)pid);
-  struct stat sb;
-  for (int i = 0; i < 15000 && stat(hit, &sb) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &sb), 0);
+  char hit[256];
+  snprintf(hit, sizeof hit, "%s.hit.%d", fp, (int)pid);
+  ckl_test_wait_file(dir, hit);
 }
 
-static void release_file(const char *dir, const char *fp) {
-  char go[4200];
-  snprintf(go, sizeof go, "%s/%s.go", dir, fp);
-  ckl_test_write_file(go, "", 0);
-}
+static void release_file(const char *dir, const char *fp) { ckl_test_release_pausefile(dir, fp); }
 
 static void test_two_gcs_processes(void **state) {
   gcfx *f = *state;
@@ -236,7 +245,7 @@ static void test_proxmox_race(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   /* the backup: reuses chunk 2 by touching it, uploads 10 */
   ckl_digest d;
   gcfx_chunk(2, &d);
@@ -280,7 +289,7 @@ static void test_forget_before_removed_set(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(gcfx_forget(f, S2), 1);
   ckl_failpoint_release("gc.mark.before_removed_set");
   pthread_join(th, NULL);
@@ -308,7 +317,7 @@ static void test_forget_during_mark_other_process(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget, f)), 0);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
@@ -341,7 +350,7 @@ static void test_forget_during_dry_run_mark(void **state) {
   t.o.dry_run = 1;
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget_dry, f)), 0);
   ckl_failpoint_release("gc.mark.after_list");
   pthread_join(th, NULL);
@@ -370,7 +379,7 @@ static void test_forget_before_dry_run_removed_set(void **state) {
   t.o.dry_run = 1;
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(gcfx_forget(f, S2), CKL__FORGET_DRY_GC);
   assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 0);
   ckl_failpoint_release("gc.mark.before_removed_set");
@@ -397,7 +406,7 @@ static void test_index_removed_behind_back(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   char p[4200];
   snprintf(p, sizeof p, "%s/%s/data.didx", f->dir, S2);
   assert_int_equal(unlink(p), 0);

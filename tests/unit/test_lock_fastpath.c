@@ -127,7 +127,7 @@ static void removed_after_grant(fixture *f, const char *name, ckl_lock_mode mode
   assert_int_equal(ckl_failpoint_arm("flock.after_lock", "pause"), 0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   rmdir_in(f, rel);
   ckl_failpoint_disarm("flock.after_lock");
   assert_int_equal(pthread_join(t, NULL), 0);
@@ -183,13 +183,17 @@ static void test_held_lock_file_of_gone_snapshot_is_enoent(void **state) {
  * lock once it is released. */
 typedef struct release_arg {
   ckl_path_lock *lk;
+  int rc;
 } release_arg;
 
 static void *release_later(void *p) {
   release_arg *a = p;
   /* Released once the waiter is waiting: it has opened the file a second
-   * time, after its first busy answer and first sleep. */
-  ckl_failpoint_wait_hits("flock.before_lock", 2, 10000);
+   * time, after its first busy answer and first sleep. The result is
+   * checked after the join: released on a timeout instead, the waiter
+   * would get the lock without having waited, and the test would pass
+   * without testing the wait. */
+  a->rc = ckl_failpoint_wait_hits("flock.before_lock", 2, CKL_TEST_WAIT_MS);
   ckl_path_lock_release(a->lk);
   return NULL;
 }
@@ -215,9 +219,10 @@ static void test_busy_existing_snapshot(void **state) {
   release_arg ra = {.lk = &ml};
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, release_later, &ra), 0);
-  ckl_snap_lock_opts mo = {.timeout_ms = 60000};
+  ckl_snap_lock_opts mo = {.timeout_ms = CKL_TEST_WAIT_MS};
   assert_int_equal(ckl_manifest_lock(f->st, &sn, &lk, &mo), 0);
   assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(ra.rc, 0);
   ckl_failpoint_disarm("flock.before_lock");
   assert_int_equal(ckl_path_lock_release(&lk), 0);
 }
@@ -339,13 +344,22 @@ static void test_fallbacks_without_openat2_and_statx(void **state) {
   assert_int_equal(ckl_test_wait(ckl_test_fork(fallback_child, &b)), 0);
 }
 
+/* One store for the file: a test that fails with a failpoint armed (or a
+ * thread paused at one) must not make the next test pause for ever at
+ * it, hiding the first failure behind a ctest timeout. */
+static int disarm(void **state) {
+  (void)state;
+  ckl_failpoint_disarm_all();
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_removed_after_grant_on_existing_lock_file),
-      cmocka_unit_test(test_held_lock_file_of_gone_snapshot_is_enoent),
-      cmocka_unit_test(test_busy_existing_snapshot),
-      cmocka_unit_test(test_symlinks_refused),
-      cmocka_unit_test(test_fallbacks_without_openat2_and_statx),
+      cmocka_unit_test_teardown(test_removed_after_grant_on_existing_lock_file, disarm),
+      cmocka_unit_test_teardown(test_held_lock_file_of_gone_snapshot_is_enoent, disarm),
+      cmocka_unit_test_teardown(test_busy_existing_snapshot, disarm),
+      cmocka_unit_test_teardown(test_symlinks_refused, disarm),
+      cmocka_unit_test_teardown(test_fallbacks_without_openat2_and_statx, disarm),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

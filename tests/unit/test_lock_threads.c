@@ -68,7 +68,7 @@ typedef struct worker {
 
 /* Half the workers block in the kernel (CKL_FOREVER), half poll with a
  * deadline: both waiting paths must exclude. */
-static int64_t timeout_for(int index) { return index % 2 ? 60000 : CKL_FOREVER; }
+static int64_t timeout_for(int index) { return index % 2 ? CKL_TEST_NEVER_MS : CKL_FOREVER; }
 
 /* ---- exclusive: never two inside --------------------------------------- */
 

@@ -455,7 +455,7 @@ static void test_lock_spans_load_to_write(void **state) {
   updater a = {.f = f, .value = "from A", .timeout_ms = 10000, .rc = 1};
   pthread_t ta;
   assert_int_equal(pthread_create(&ta, NULL, run_update, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("update_manifest.after_load", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("update_manifest.after_load", 1, CKL_TEST_WAIT_MS), 0);
   updater b = {.f = f, .value = "from B", .timeout_ms = 30, .rc = 1};
   run_update(&b);
   assert_int_equal(b.rc, CKL_ETIMEDOUT);

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@
 #define THREADS 8
 #define PROCS 4
 #define ROUNDS 20
-#define DEADLINE_MS 60000 /* generous: sanitizer builds on a shared machine */
+#define DEADLINE_MS CKL_TEST_NEVER_MS /* waits behind up to 11 writers: never a guess */
 
 static char *store_path;
 static ckl_snapshot_name sn;
@@ -39,10 +40,18 @@ static int add_key(json_t *m, void *arg) {
              : -ENOMEM;
 }
 
-/* One writer's 20 updates; 0 or the first error. */
-static int updates(ckl_store *st, const char *who) {
+static atomic_int reader_loaded;
+
+/* One writer's 20 updates; 0 or the first error. A writer thread makes
+ * its last update only once the reader has loaded: the reader loads until
+ * every writer is done, so the two overlap by construction (a reader
+ * descheduled for the whole update phase used to load nothing, and
+ * loads > 0 failed). */
+static int updates(ckl_store *st, const char *who, int wait_for_reader) {
   ckl_manifest_update_opts o = {.timeout_ms = DEADLINE_MS};
   for (int i = 0; i < ROUNDS; i++) {
+    if (wait_for_reader && i == ROUNDS - 1)
+      while (!atomic_load(&reader_loaded)) sched_yield();
     char key[64];
     snprintf(key, sizeof key, "%s-%02d", who, i);
     int rc = ckl_update_manifest(st, &sn, add_key, key, &o);
@@ -59,7 +68,7 @@ typedef struct thread_arg {
 
 static void *writer(void *p) {
   thread_arg *a = p;
-  a->rc = updates(a->st, a->who);
+  a->rc = updates(a->st, a->who, 1);
   return NULL;
 }
 
@@ -79,16 +88,18 @@ static void *reader(void *p) {
     int rc = ckl_manifest_load(r->st, &sn, &m);
     if (rc < 0) {
       r->rc = rc;
+      atomic_store(&reader_loaded, 1); /* no writer waits for a reader that stopped */
       return NULL;
     }
     size_t n = json_object_size(json_object_get(m, "unprotected"));
     json_decref(m);
     if (n < r->max_seen) {
       r->rc = -EDOM; /* an update was undone */
+      atomic_store(&reader_loaded, 1);
       return NULL;
     }
     r->max_seen = n;
-    r->loads++;
+    if (r->loads++ == 0) atomic_store(&reader_loaded, 1);
   }
   return NULL;
 }
@@ -104,7 +115,7 @@ static int child(void *arg) {
   if (ckl_store_open(store_path, NULL, &st) != 0) return 11;
   char who[16];
   snprintf(who, sizeof who, "p%d", idx);
-  int rc = updates(st, who);
+  int rc = updates(st, who, 0);
   ckl_store_close(st);
   return rc == 0 ? 0 : 12;
 }
@@ -140,6 +151,7 @@ static void test_no_lost_update(void **state) {
   pthread_t tt[THREADS], rt;
   reader_arg ra = {.st = st};
   atomic_store(&writers_done, 0);
+  atomic_store(&reader_loaded, 0);
   assert_int_equal(pthread_create(&rt, NULL, reader, &ra), 0);
   for (int i = 0; i < THREADS; i++) {
     ta[i] = (thread_arg){.st = st, .rc = 1};

@@ -104,6 +104,7 @@ typedef struct holder_proc {
 } holder_proc;
 
 static int hold_child(void *v) {
+  ckl_test_die_with_parent();
   holder_proc *h = v;
   ckl_proclock *pl = NULL;
   ckl_proclock_guard g = {0};

@@ -286,7 +286,7 @@ static void test_backup_during_prune(void **state) {
   prune_arg pa = {.st = s->st, .g = ops_group("host", "a")};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, prune_thread, &pa), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("prune.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("prune.after_list", 1, CKL_TEST_WAIT_MS), 0);
   ckl_holder who = {0};
   ckl_backup_opts bo = {.time_s = OPS_T0 + 9 * D, .busy_holder = &who};
   ckl_backup *b;

@@ -200,18 +200,14 @@ static pid_t start_child(struct child_arg *a, const char *tag) {
   snprintf(a->fpdir, sizeof a->fpdir, "%s", dir);
   free(dir);
   pid_t pid = ckl_test_fork(registering_child, a);
-  char hit[700];
-  snprintf(hit, sizeof hit, "%s/state.roster.after_register.hit.%d", a->fpdir, (int)pid);
-  struct stat sb;
-  for (int i = 0; i < 10000 && stat(hit, &sb) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &sb), 0); /* the child is registered and paused */
+  char hit[256];
+  snprintf(hit, sizeof hit, "state.roster.after_register.hit.%d", (int)pid);
+  ckl_test_wait_file(a->fpdir, hit); /* the child is registered and paused */
   return pid;
 }
 
 static void release_child(struct child_arg *a) {
-  char go[700];
-  snprintf(go, sizeof go, "%s/state.roster.after_register.go", a->fpdir);
-  ckl_test_write_file(go, "", 0);
+  ckl_test_release_pausefile(a->fpdir, "state.roster.after_register");
 }
 
 static void test_two_processes_see_each_other(void **state) {

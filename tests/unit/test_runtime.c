@@ -5,7 +5,7 @@
  * blocking it, cancel in every state, close draining, progress.
  */
 // ctest-labels: threads
-// ctest-timeout: 120
+// ctest-timeout: 240
 #include "test_runtime_util.h"
 
 #include <errno.h>
@@ -151,7 +151,7 @@ static void gc_on_progress(ckl_task *t, const ckl_task_progress *p) {
        * gets there (seen under ASan on a loaded machine: the GC then
        * paused for ever), so wait for the hit first. The GC thread needs
        * nothing from this loop to reach the pause. */
-      assert_int_equal(ckl_failpoint_wait_hits("gc.purge.before", 1, 60000), 0);
+      assert_int_equal(ckl_failpoint_wait_hits("gc.purge.before", 1, CKL_TEST_WAIT_MS), 0);
       assert_int_equal(ckl_failpoint_release("gc.purge.before"), 1);
     }
   }
@@ -207,17 +207,23 @@ static void test_gc_task_progress_and_result(void **state) {
 #define NWRITERS 16
 #define NCONTEND 4
 
+/* The first contender to get the group lock holds it until every other
+ * contender has seen it named in a "wait" event: each has then waited
+ * for it, and its name was there to be read (the attempt did not meet a
+ * grant or release half-done, which names nobody: test_runtime_util.h). */
 typedef struct contend {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int waiters;     /* contenders that reported "wait" (loop thread) */
-  int first_taken; /* the first holder waits for the others to queue up */
+  int named;       /* contenders that saw the holder named (loop thread) */
+  int first_taken;
 } contend;
 
 static contend cont = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
 
 typedef struct contend_job {
   writer_job w;
+  int saw_name;     /* loop thread */
+  ckl_holder named; /* the first holder a wait event named */
 } contend_job;
 
 static int contend_work(ckl_task_ctx *ctx, void *arg) {
@@ -225,18 +231,20 @@ static int contend_work(ckl_task_ctx *ctx, void *arg) {
   pthread_mutex_lock(&cont.mu);
   if (!cont.first_taken) {
     cont.first_taken = 1;
-    /* Hold the group lock until every other contender waits for it. */
-    while (cont.waiters < NCONTEND - 1) pthread_cond_wait(&cont.cv, &cont.mu);
+    while (cont.named < NCONTEND - 1) pthread_cond_wait(&cont.cv, &cont.mu);
   }
   pthread_mutex_unlock(&cont.mu);
   return writer_work(ctx, &j->w);
 }
 
-static void contend_on_wait(ckl_task *t, rec *r) {
-  (void)t;
-  (void)r;
+static void contend_on_progress(ckl_task *t, const ckl_task_progress *p) {
+  rec *r = t->data;
+  contend_job *j = r->user;
+  if (strcmp(p->phase, "wait") != 0 || !p->waiting_for->known || j->saw_name) return;
+  j->saw_name = 1;
+  j->named = *p->waiting_for;
   pthread_mutex_lock(&cont.mu);
-  cont.waiters++;
+  cont.named++;
   pthread_cond_broadcast(&cont.cv);
   pthread_mutex_unlock(&cont.mu);
 }
@@ -270,24 +278,26 @@ static void test_many_tasks_one_loop(void **state) {
     snprintf(target[i], sizeof target[i], "host/%s", id);
     ckl_task_custom_args ca = {.store = f->st, .nlocks = 2, .locks = wl[i], .operation = "backup",
                                .target = target[i], .roster_flags = CKL_ROSTER_WRITER,
-                               .timeout_ms = 30000, .work = writer_work, .work_arg = &wj[i]};
+                               .timeout_ms = CKL_TEST_WAIT_MS, .work = writer_work,
+                               .work_arg = &wj[i]};
     wr[i] = (rec){0};
     wt[i].data = &wr[i];
     assert_int_equal(ckl_task_custom(rt, &wt[i], &ca, rec_progress, rec_done), 0);
   }
-  ckl_task_gc_args ga = {.store = f->st, .timeout_ms = 30000};
+  ckl_task_gc_args ga = {.store = f->st, .timeout_ms = CKL_TEST_WAIT_MS};
   gr = (rec){0};
   gt.data = &gr;
   assert_int_equal(ckl_task_gc(rt, &gt, &ga, rec_progress, rec_done), 0);
   for (int i = 0; i < NCONTEND; i++) {
-    cj[i].w = (writer_job){.st = f->st, .group = 100 + (uint32_t)i, .nchunks = 8};
+    cj[i] = (contend_job){.w = {.st = f->st, .group = 100 + (uint32_t)i, .nchunks = 8}};
     snprintf(cj[i].w.snap_rel, sizeof cj[i].w.snap_rel, "host/shared/2026-01-0%dT00:00:00Z", i + 1);
     cl[i] = (ckl_task_lock_spec){.kind = CKL_TASK_LOCK_GROUP, .mode = CKL_LOCK_EXCLUSIVE};
     assert_int_equal(ckl_group_name_parse("host/shared", &cl[i].group), 0);
     ckl_task_custom_args ca = {.store = f->st, .nlocks = 1, .locks = &cl[i], .operation = "backup",
                                .target = "host/shared", .roster_flags = CKL_ROSTER_WRITER,
-                               .timeout_ms = 30000, .work = contend_work, .work_arg = &cj[i]};
-    cr[i] = (rec){.on_wait = contend_on_wait};
+                               .timeout_ms = CKL_TEST_WAIT_MS, .work = contend_work,
+                               .work_arg = &cj[i]};
+    cr[i] = (rec){.on_progress = contend_on_progress, .user = &cj[i]};
     ct[i].data = &cr[i];
     assert_int_equal(ckl_task_custom(rt, &ct[i], &ca, rec_progress, rec_done), 0);
   }
@@ -308,8 +318,11 @@ static void test_many_tasks_one_loop(void **state) {
     if (ct[i].attempts > 1) {
       waited++;
       /* who was in the way: another contender of this process */
-      assert_int_equal(cr[i].wait_holder.known, 1);
-      assert_int_equal(cr[i].wait_holder.pid, getpid());
+      assert_int_equal(cj[i].saw_name, 1);
+      assert_int_equal(cj[i].named.pid, getpid());
+      assert_string_equal(cj[i].named.operation, "backup");
+    } else {
+      assert_int_equal(cj[i].saw_name, 0); /* the first holder never waited */
     }
   }
   assert_int_equal(waited, NCONTEND - 1);
@@ -319,7 +332,7 @@ static void test_many_tasks_one_loop(void **state) {
   rt_close_run(rt, &loop);
   loopmon_assert(&mon);
   assert_int_equal(uv_loop_close(&loop), 0);
-  memset(&cont.waiters, 0, sizeof cont.waiters);
+  cont.named = 0;
   cont.first_taken = 0;
 }
 

@@ -117,7 +117,7 @@ static void refresh_until_lost(ckl_runtime *rt, ckl_task *t) {
   for (int i = 0; i < 20 && !atomic_load(&impl->lease.lost); i++) {
     uint64_t h = ckl_failpoint_hits("task.lease.after_round");
     assert_int_equal(ckl_runtime_refresh_now(rt), 0);
-    assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+    assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, CKL_TEST_WAIT_MS), 0);
   }
   assert_int_not_equal(atomic_load(&impl->lease.lost), 0);
 }
@@ -144,7 +144,7 @@ static void test_lease_refreshed(void **state) {
   int64_t before = ckl__now_realtime_ns();
   uint64_t h = ckl_failpoint_hits("task.lease.after_round");
   assert_int_equal(ckl_runtime_refresh_now(x.rt), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, CKL_TEST_WAIT_MS), 0);
   int64_t exp = record_expiry(f, x.j.token);
   assert_true(exp >= before + (int64_t)TTL_MS * 1000000);
   assert_int_equal(atomic_load(&x.t.impl_->lease.lost), 0);
@@ -235,7 +235,7 @@ static void test_gc_lease_lost(void **state) {
   gc_t.data = &gc_r;
   ckl_task_gc_args ga = {.store = f->st};
   assert_int_equal(ckl_task_gc(rt, &gc_t, &ga, rec_progress, rec_done), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   /* the GC's records: operation "gc", this process (its own and, for a
    * GC that sweeps, its deleter guard against a freeze) */
   ckl__state *s;

@@ -300,7 +300,7 @@ static void refresh_until_lost(ckl_runtime *rt, ckl_task *t) {
   for (int i = 0; i < 20 && !atomic_load(&impl->lease.lost); i++) {
     uint64_t h = ckl_failpoint_hits("task.lease.after_round");
     assert_int_equal(ckl_runtime_refresh_now(rt), 0);
-    assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+    assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, CKL_TEST_WAIT_MS), 0);
   }
   assert_int_not_equal(atomic_load(&impl->lease.lost), 0);
 }
@@ -321,7 +321,7 @@ static void backup_loses_lease(ops_store *s, lose_how how) {
   rec r = {0};
   t.data = &r;
   assert_int_equal(ckl_task_backup(rt, &t, &a, rec_progress, rec_done), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("task.backup.before_finish", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("task.backup.before_finish", 1, CKL_TEST_WAIT_MS), 0);
   ckl_snapshot_name n = ops_snap("host", "lease", OPS_T0);
   assert_true(ops_snap_exists(s, &n)); /* partial, no manifest yet */
   if (how == LOSE_RECORD) {
@@ -377,6 +377,7 @@ typedef struct reader_child {
 } reader_child;
 
 static int reader_child_main(void *arg) {
+  ckl_test_die_with_parent();
   reader_child *c = arg;
   ckl_store *st;
   if (ckl_store_open(c->path, NULL, &st) != 0) return 10;
@@ -424,9 +425,10 @@ static void test_forget_waits_for_reader_process(void **state) {
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(r.status, CKL_FORGET_DELETED);
   assert_true(t.attempts >= 2);
-  assert_int_equal(r.wait_holder.known, 1);
-  assert_string_equal(r.wait_holder.operation, "read");
-  assert_int_equal(r.wait_holder.pid, child);
+  /* the reader, named in the first wait (the one that let it go) */
+  assert_int_equal(r.first_wait_holder.known, 1);
+  assert_string_equal(r.first_wait_holder.operation, "read");
+  assert_int_equal(r.first_wait_holder.pid, child);
   assert_false(ops_snap_exists(s, &n));
   assert_int_equal(ckl_test_wait(child), 0);
   close(up[0]);
@@ -450,7 +452,7 @@ static void test_verify_cancelled_writes_nothing(void **state) {
   t.data = &r;
   ckl_task_verify_args va = {.store = s->st, .snapshot = n};
   assert_int_equal(ckl_task_verify(rt, &t, &va, rec_progress, rec_done), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("verify.after_lock", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("verify.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_task_cancel(&t), 0); /* running: at the next chunk */
   ckl_failpoint_release("verify.after_lock");
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -40,6 +40,7 @@ typedef struct holder_child {
 } holder_child;
 
 static int hold_group_child(void *arg) {
+  ckl_test_die_with_parent();
   holder_child *h = arg;
   ckl_store *st;
   if (ckl_store_open(h->dir, NULL, &st) != 0) return 10;
@@ -109,9 +110,12 @@ static void test_wait_ends_when_other_process_releases(void **state) {
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(r.status, 7);
   assert_true(t.attempts >= 2);
-  assert_int_equal(r.wait_holder.known, 1);
-  assert_int_equal(r.wait_holder.pid, p.child);
-  assert_string_equal(r.wait_holder.operation, "prune");
+  /* The first wait met the child holding, named since before it said 'L';
+   * a later one may meet its release, between clearing its name and its
+   * unlock, and then name nobody. */
+  assert_int_equal(r.first_wait_holder.known, 1);
+  assert_int_equal(r.first_wait_holder.pid, p.child);
+  assert_string_equal(r.first_wait_holder.operation, "prune");
   assert_int_equal(ckl_test_wait(p.child), 0);
   close(p.up[0]);
   close(p.down[1]);
@@ -121,8 +125,15 @@ static void test_wait_ends_when_other_process_releases(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* The wait times out with CKL_ETIMEDOUT naming the holder; CKL_TRY says
- * CKL_EBUSY at once. */
+static uint64_t timed_done_ms;
+static void record_done_time(ckl_task *t, int status) {
+  (void)t;
+  (void)status;
+  timed_done_ms = uv_hrtime() / NS_PER_MS;
+}
+
+/* The wait times out with CKL_ETIMEDOUT naming the holder, and not before
+ * its deadline; CKL_TRY says CKL_EBUSY at once. */
 static void test_wait_times_out_naming_holder(void **state) {
   gcfx *f = *state;
   procs_fx p;
@@ -133,17 +144,24 @@ static void test_wait_times_out_naming_holder(void **state) {
   ckl_task_lock_spec lock = {.kind = CKL_TASK_LOCK_GROUP, .mode = CKL_LOCK_EXCLUSIVE};
   assert_int_equal(ckl_group_name_parse("host/p", &lock.group), 0);
   ckl_task t1, t2;
-  rec r1 = {0}, r2 = {0};
+  rec r1 = {.on_done = record_done_time}, r2 = {0};
   t1.data = &r1;
   t2.data = &r2;
   ckl_task_custom_args a = {.store = f->st, .nlocks = 1, .locks = &lock, .timeout_ms = 300,
                             .work = return_seven};
+  /* The deadline runs on the same clock (uv_hrtime, whole ms) from the
+   * submit, which comes after this reading. */
+  uint64_t submitted_ms = uv_hrtime() / NS_PER_MS;
   assert_int_equal(ckl_task_custom(rt, &t1, &a, rec_progress, rec_done), 0);
   a.timeout_ms = CKL_TRY;
   assert_int_equal(ckl_task_custom(rt, &t2, &a, rec_progress, rec_done), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(r1.status, CKL_ETIMEDOUT);
-  assert_true(t1.attempts >= 2);
+  /* It waited out its deadline instead of giving up. (Not "attempts >= 2":
+   * when a loaded machine returns the first attempt after the 300 ms, the
+   * deadline has passed and there is rightly no second one.) */
+  assert_true(t1.attempts >= 1);
+  assert_true(timed_done_ms - submitted_ms >= 300);
   assert_int_equal(t1.holder.known, 1);
   assert_int_equal(t1.holder.pid, p.child);
   assert_string_equal(t1.holder.operation, "prune");
@@ -385,6 +403,7 @@ typedef struct shared_child {
 
 /* Holds the process locker shared (a writer) until told. */
 static int shared_holder_child(void *arg) {
+  ckl_test_die_with_parent();
   shared_child *c = arg;
   ckl_store *st;
   if (ckl_store_open(c->dir, NULL, &st) != 0) return 10;
@@ -433,7 +452,7 @@ static void intent_on_wait(ckl_task *t, rec *r) {
   atomic_fetch_add(&test_clock_offset, (int64_t)3 * 10000 * 1000000);
   uint64_t h = ckl_failpoint_hits("task.lease.after_round");
   assert_int_equal(ckl_runtime_refresh_now(ilc.rt), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("task.lease.after_round", h + 1, CKL_TEST_WAIT_MS), 0);
   put_byte(ilc.down, 'R');
 }
 

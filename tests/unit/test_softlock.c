@@ -15,7 +15,7 @@ typedef struct fx {
   char *dir;
   char *path; /* dir/lk: never created */
   char *wpath, *spath, *rpath;
-  _Atomic int64_t wall_off;
+  _Atomic int64_t wall_off, wall_base;
   tclock ca, cb; /* two machines */
 } fx;
 
@@ -28,6 +28,8 @@ static int setup(void **state) {
   f->rpath = sl_sib(f->path, ".readers");
   f->ca.wall_off = &f->wall_off;
   f->cb.wall_off = &f->wall_off;
+  f->ca.wall_base = &f->wall_base;
+  f->cb.wall_base = &f->wall_base;
   *state = f;
   return 0;
 }
@@ -225,6 +227,10 @@ static void on_lost(void *ctx, ckl_softlock_lost why) {
 
 static void test_dead_other_host_evicted_after_ttl_never_before(void **state) {
   fx *f = *state;
+  /* 50 ms on either side of the TTL: with real time running, a stall of
+   * 50 ms between node-b's stamp and node-a's second look (a scheduler
+   * tick on a loaded machine) would make "never before" fail. */
+  sl_freeze_wall(&f->wall_base);
   for (int mode = CKL_LOCK_SHARED; mode <= CKL_LOCK_EXCLUSIVE; mode++) {
     atomic_store(&f->wall_off, 0);
     atomic_store(&lost_calls, 0);
@@ -310,6 +316,9 @@ static void test_strict_lease_expiry(void **state) {
   ckl_softlock b = {0};
   ckl_softlock_opts ob = sl_opts(&f->cb, "node-b", TTL_MS);
   ob.on_lost = on_lost;
+  /* 59 s against a 60 s lease: real time must not add the missing second
+   * (the boot clock is the holder's own; the cluster's may run). */
+  sl_freeze_boot(&f->cb);
   assert_int_equal(ckl_softlock_acquire(&b, f->path, CKL_LOCK_EXCLUSIVE, &ob), 0);
   /* A refresh that fails is not yet a loss: the lease still runs. */
   assert_int_equal(ckl_failpoint_arm("softlock.heartbeat.before_touch", "error(EIO)"), 0);
@@ -357,7 +366,14 @@ static void test_heartbeat_thread(void **state) {
   assert_int_equal(ckl_softlock_info(&r, &me), 0);
   struct stat st0, st1;
   assert_int_equal(lstat(me.target, &st0), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", 3, 20000), 0);
+  /* Wait for a beat that stamped AFTER st0 was read. The thread may have
+   * beaten any number of times already (this thread can be descheduled
+   * for 60 ms after the acquire), and a beat counts its hit after its
+   * stamp: the first hit after this reading may belong to a stamp from
+   * before st0, the second cannot. */
+  uint64_t h = ckl_failpoint_hits("softlock.heartbeat.after_touch");
+  assert_int_equal(
+      ckl_failpoint_wait_hits("softlock.heartbeat.after_touch", h + 2, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_softlock_check(&r), 0);
   assert_int_equal(lstat(me.target, &st1), 0);
   assert_true(st1.st_mtim.tv_sec > st0.st_mtim.tv_sec ||
@@ -366,7 +382,7 @@ static void test_heartbeat_thread(void **state) {
   /* Remove the marker behind its back: the thread's next beat finds it
    * gone and tells the holder through the callback. */
   assert_int_equal(unlink(me.target), 0);
-  for (int i = 0; i < 20000 && atomic_load(&lost_calls) == 0; i++) ckl__sleep_ms(1);
+  for (int i = 0; i < CKL_TEST_WAIT_MS && atomic_load(&lost_calls) == 0; i++) ckl__sleep_ms(1);
   assert_int_equal(atomic_load(&lost_calls), 1);
   assert_int_equal(atomic_load(&lost_reason), CKL_SOFTLOCK_LOST_GONE);
   assert_int_equal(ckl_softlock_check(&r), CKL_ELOCKLOST);
@@ -400,7 +416,7 @@ static void start_race(fx *f, ckl_softlock *b, const char *fp, taker *t, pthread
   t->f = f;
   memset(&t->lk, 0, sizeof t->lk);
   assert_int_equal(pthread_create(th, NULL, take_main, t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits(fp, 1, CKL_TEST_WAIT_MS), 0);
 }
 
 static void test_heartbeat_during_break_loses(void **state) {
@@ -469,7 +485,7 @@ typedef struct wtaker {
 static void *writer_main(void *arg) {
   wtaker *w = arg;
   ckl_softlock_opts o = sl_opts(&w->f->cb, "node-b", TTL_MS);
-  o.timeout_ms = 60000;
+  o.timeout_ms = CKL_TEST_NEVER_MS; /* the reader below leaves when told */
   o.operation = "prune";
   w->rc = ckl_softlock_acquire(&w->lk, w->f->path, CKL_LOCK_EXCLUSIVE, &o);
   return NULL;
@@ -485,7 +501,7 @@ static void test_waiting_writer_blocks_new_readers(void **state) {
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
   /* Phase 1 done once the writer scans for readers. */
-  assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.before_scan", 2, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.before_scan", 2, CKL_TEST_WAIT_MS), 0);
   ckl_holder who;
   assert_int_equal(try_take(f, CKL_LOCK_SHARED, &f->ca, "node-a", &who), CKL_EBUSY);
   assert_int_equal(who.known, 1);

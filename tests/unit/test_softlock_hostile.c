@@ -14,7 +14,7 @@ typedef struct fx {
   char *dir;
   char *path, *wpath, *spath, *rpath;
   char *victim; /* a file an attacker would like us to write */
-  _Atomic int64_t wall_off;
+  _Atomic int64_t wall_off, wall_base;
   tclock c;
 } fx;
 
@@ -28,6 +28,7 @@ static int setup(void **state) {
   f->victim = ckl_test_path(f->dir, "victim");
   ckl_test_write_file(f->victim, "precious\n", 9);
   f->c.wall_off = &f->wall_off;
+  f->c.wall_base = &f->wall_base;
   *state = f;
   return 0;
 }
@@ -412,6 +413,11 @@ static void test_wrong_owner_and_dead_pid(void **state) {
    * neither named nor evicted at once; only the TTL frees it. */
   plant_bytes(f->wpath, buf, (size_t)n);
   assert_int_equal(chown(f->wpath, 65534, 65534), 0);
+  /* 1 s on either side of the TTL: freeze the clock and date the planted
+   * marker by it, or a loaded machine's real time crosses the TTL between
+   * the plant and the "still busy" check. */
+  sl_freeze_wall(&f->wall_base);
+  sl_stamp(f->wpath, sl_wall(&f->wall_base, &f->wall_off));
   assert_int_equal(ckl_softlock_acquire(&lk, f->path, CKL_LOCK_SHARED, &o), CKL_EBUSY);
   assert_int_equal(who.known, 0);
   atomic_store(&f->wall_off, (STALE_MS(TTL_MS) - 1000) * MS);

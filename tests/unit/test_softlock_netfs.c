@@ -24,7 +24,7 @@
 typedef struct shared {
   atomic_int writers_inside, readers_inside, violations, errors;
   atomic_long entries, writer_entries;
-  _Atomic int64_t wall_off;
+  _Atomic int64_t wall_off, wall_base; /* the stepped clock (test_softlock_util.h) */
 } shared;
 
 typedef struct netfs {
@@ -89,7 +89,7 @@ static const char *host_of(int i) { return i == 0 ? "node-a" : "node-b"; }
 
 static int64_t shared_clock(ckl_softlock_clock_id which, void *ctx) {
   shared *sh = ctx;
-  if (which == CKL_SOFTLOCK_CLOCK_WALL) return ckl__now_realtime_ns() + atomic_load(&sh->wall_off);
+  if (which == CKL_SOFTLOCK_CLOCK_WALL) return sl_wall(&sh->wall_base, &sh->wall_off);
   return ckl__now_boottime_ns();
 }
 
@@ -114,7 +114,7 @@ static int worker(void *arg) {
   for (int i = 0; i < ROUNDS; i++) {
     int excl = index == 0 || i % 4 == 0;
     ckl_softlock lk = {0};
-    ckl_softlock_opts o = {.timeout_ms = 60000, .host_id = host_of(host),
+    ckl_softlock_opts o = {.timeout_ms = CKL_TEST_NEVER_MS, .host_id = host_of(host),
                            .heartbeat = index < 2 ? CKL_SOFTLOCK_HEARTBEAT_THREAD
                                                   : CKL_SOFTLOCK_HEARTBEAT_EXTERNAL};
     if (ckl_softlock_acquire(&lk, nf.path[host], excl ? CKL_LOCK_EXCLUSIVE : CKL_LOCK_SHARED,
@@ -180,6 +180,10 @@ static int take_on_a(ckl_lock_mode mode) {
 static void test_netfs_dead_holder_evicted_after_ttl(void **state) {
   (void)state;
   if (nf.skip) skip();
+  /* Frozen: real time between the stamp and the check below the TTL
+   * must not cross it (the 1.5 s already cover the server's whole-second
+   * timestamps, nothing else). */
+  sl_freeze_wall(&nf.sh->wall_base);
   assert_int_equal(ckl_test_wait(ckl_test_fork(die_on_b, NULL)), 0);
   assert_int_equal(take_on_a(CKL_LOCK_SHARED), CKL_EBUSY);
   /* The server keeps whole seconds: our stamp may read up to 1 s older. */

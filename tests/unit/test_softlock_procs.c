@@ -17,7 +17,7 @@ typedef struct shared {
   atomic_int writers_inside, readers_inside;
   atomic_int violations, errors;
   atomic_long entries, writer_entries;
-  _Atomic int64_t wall_off;
+  _Atomic int64_t wall_off, wall_base; /* the stepped clock (test_softlock_util.h) */
 } shared;
 
 typedef struct fx {
@@ -66,7 +66,7 @@ static int worker_child(void *arg) {
   for (int i = 0; i < ROUNDS; i++) {
     int excl = !a->mixed || a->index == 0 || i % 8 == 0;
     ckl_softlock lk = {0};
-    ckl_softlock_opts o = {.timeout_ms = a->index % 2 ? 60000 : CKL_FOREVER,
+    ckl_softlock_opts o = {.timeout_ms = a->index % 2 ? CKL_TEST_NEVER_MS : CKL_FOREVER,
                            .heartbeat = a->index % 2 ? CKL_SOFTLOCK_HEARTBEAT_EXTERNAL
                                                      : CKL_SOFTLOCK_HEARTBEAT_THREAD};
     if (ckl_softlock_acquire(&lk, a->f->path, excl ? CKL_LOCK_EXCLUSIVE : CKL_LOCK_SHARED,
@@ -197,7 +197,7 @@ typedef struct die_arg {
 
 static int64_t shared_clock(ckl_softlock_clock_id which, void *ctx) {
   shared *sh = ctx;
-  if (which == CKL_SOFTLOCK_CLOCK_WALL) return ckl__now_realtime_ns() + atomic_load(&sh->wall_off);
+  if (which == CKL_SOFTLOCK_CLOCK_WALL) return sl_wall(&sh->wall_base, &sh->wall_off);
   return ckl__now_boottime_ns();
 }
 
@@ -248,6 +248,9 @@ static void test_dead_holder_on_this_host_evicted_at_once(void **state) {
 
 static void test_dead_holder_on_other_host_waits_for_ttl(void **state) {
   fx *f = *state;
+  /* Frozen: a second of real time between the child's stamp and the
+   * "still busy 1 s before the TTL" check must not cross the TTL. */
+  sl_freeze_wall(&f->sh->wall_base);
   for (int mode = CKL_LOCK_SHARED; mode <= CKL_LOCK_EXCLUSIVE; mode++) {
     atomic_store(&f->sh->wall_off, 0);
     die_arg a = {.f = f, .mode = (ckl_lock_mode)mode, .host = "node-b"};

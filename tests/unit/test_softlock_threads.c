@@ -54,12 +54,13 @@ typedef struct worker {
   pthread_t th;
 } worker;
 
-/* Half the workers wait forever, half with a generous deadline; odd ones
- * drive their heartbeat externally, even ones get the thread. */
+/* Half the workers wait forever, half with a deadline (never reached:
+ * CKL_TEST_NEVER_MS); odd ones drive their heartbeat externally, even ones
+ * get the thread. */
 static ckl_softlock_opts worker_opts(int index) {
   ckl_softlock_opts o;
   memset(&o, 0, sizeof o);
-  o.timeout_ms = index % 2 ? 60000 : CKL_FOREVER;
+  o.timeout_ms = index % 2 ? CKL_TEST_NEVER_MS : CKL_FOREVER;
   o.heartbeat = index % 2 ? CKL_SOFTLOCK_HEARTBEAT_EXTERNAL : CKL_SOFTLOCK_HEARTBEAT_THREAD;
   o.operation = "worker";
   return o;
@@ -165,11 +166,12 @@ static void *rendezvous_main(void *arg) {
     }
     int target = NTHREADS * (round + 1);
     atomic_fetch_add(&sh->entries, 1);
-    for (int i = 0; i < 20000 && atomic_load(&sh->entries) < target; i++) ckl__sleep_ms(1);
+    for (int i = 0; i < CKL_TEST_WAIT_MS && atomic_load(&sh->entries) < target; i++)
+      ckl__sleep_ms(1);
     if (atomic_load(&sh->entries) < target) atomic_fetch_add(&sh->violations, 1);
     /* Leave only when everyone has seen the full house. */
     atomic_fetch_add(&sh->readers_inside, 1);
-    for (int i = 0; i < 20000 && atomic_load(&sh->readers_inside) < target; i++)
+    for (int i = 0; i < CKL_TEST_WAIT_MS && atomic_load(&sh->readers_inside) < target; i++)
       ckl__sleep_ms(1);
     ckl_softlock_release(&lk);
   }
@@ -204,7 +206,7 @@ static void *writer_once(void *arg) {
   writer_round *wr = arg;
   ckl_softlock lk = {0};
   ckl_softlock_opts o = worker_opts(0);
-  o.timeout_ms = 60000;
+  o.timeout_ms = CKL_TEST_NEVER_MS;
   wr->rc = ckl_softlock_acquire(&lk, wr->f->path, CKL_LOCK_EXCLUSIVE, &o);
   wr->entries_at_entry = atomic_load(&wr->f->sh.reader_entries);
   wr->readers_at_entry = atomic_load(&wr->f->sh.readers_inside);
@@ -224,13 +226,14 @@ static void test_writer_not_starved(void **state) {
   for (int round = 0; round < WRITER_ROUNDS; round++) {
     /* Let the readers run a while between writers: wait for 50 rounds. */
     long start = atomic_load(&f->sh.reader_entries);
-    for (int i = 0; i < 20000 && atomic_load(&f->sh.reader_entries) < start + 50; i++)
+    for (int i = 0; i < CKL_TEST_WAIT_MS && atomic_load(&f->sh.reader_entries) < start + 50; i++)
       ckl__sleep_ms(1);
     assert_int_equal(ckl_failpoint_arm("softlock.writer.after_claim", "1*pause"), 0);
     writer_round wr = {.f = f};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, writer_once, &wr), 0);
-    assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.after_claim", 1, 30000), 0);
+    assert_int_equal(ckl_failpoint_wait_hits("softlock.writer.after_claim", 1, CKL_TEST_WAIT_MS),
+                     0);
     long at_claim = atomic_load(&f->sh.reader_entries);
     assert_int_equal(ckl_failpoint_release("softlock.writer.after_claim"), 1);
     assert_int_equal(pthread_join(th, NULL), 0);

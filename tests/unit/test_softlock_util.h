@@ -2,7 +2,16 @@
  * own binary). A test clock steps time instead of sleeping: every lock
  * handle gets its own boot offset (its own "machine") and all share one
  * wall offset (the "cluster's" time), stored in shared memory so forked
- * children see the same steps. */
+ * children see the same steps.
+ *
+ * Frozen time: a test that checks a boundary ("busy 50 ms before the TTL
+ * runs out, free 50 ms after") must not let real time run between the
+ * stamp and the check, or a loaded machine crosses the boundary for it.
+ * Such a test freezes the clock (sl_freeze_wall, sl_freeze_boot): it then
+ * reads a fixed base plus the offsets. The library stamps markers with
+ * this clock (futimens), so their ages are exactly the offsets; a file the
+ * kernel stamps (a planted marker, a ctime) must be stamped explicitly
+ * (sl_stamp) to mean anything against a frozen clock. */
 #ifndef CKL_TEST_SOFTLOCK_UTIL_H
 #define CKL_TEST_SOFTLOCK_UTIL_H
 
@@ -27,14 +36,37 @@
 #define STALE_MS(ttl_ms) ((ttl_ms) + ckl__softlock_slack_ns((ttl_ms) * MS) / MS)
 
 typedef struct tclock {
-  _Atomic int64_t *wall_off; /* shared by every handle of one test */
-  _Atomic int64_t boot_off;  /* this handle's machine */
+  _Atomic int64_t *wall_off;  /* shared by every handle of one test */
+  _Atomic int64_t boot_off;   /* this handle's machine */
+  _Atomic int64_t *wall_base; /* frozen wall time, shared; NULL or 0: real */
+  _Atomic int64_t boot_base;  /* frozen boot time; 0: real */
 } tclock;
+
+/* The wall clock of a test: base (or, unfrozen, now) plus offset. */
+static inline int64_t sl_wall(_Atomic int64_t *base, _Atomic int64_t *off) {
+  int64_t b = base ? atomic_load(base) : 0;
+  return (b ? b : ckl__now_realtime_ns()) + atomic_load(off);
+}
 
 static int64_t tclock_fn(ckl_softlock_clock_id which, void *ctx) {
   tclock *c = ctx;
-  if (which == CKL_SOFTLOCK_CLOCK_WALL) return ckl__now_realtime_ns() + atomic_load(c->wall_off);
-  return ckl__now_boottime_ns() + atomic_load(&c->boot_off);
+  if (which == CKL_SOFTLOCK_CLOCK_WALL) return sl_wall(c->wall_base, c->wall_off);
+  int64_t b = atomic_load(&c->boot_base);
+  return (b ? b : ckl__now_boottime_ns()) + atomic_load(&c->boot_off);
+}
+
+static inline void sl_freeze_wall(_Atomic int64_t *base) {
+  atomic_store(base, ckl__now_realtime_ns());
+}
+
+static inline void sl_freeze_boot(tclock *c) { atomic_store(&c->boot_base, ckl__now_boottime_ns()); }
+
+/* Stamp a file's mtime (and atime) with a clock reading, as the library
+ * stamps its markers. */
+static inline void sl_stamp(const char *path, int64_t ns) {
+  struct timespec ts[2] = {{.tv_sec = ns / SEC, .tv_nsec = ns % SEC}};
+  ts[1] = ts[0];
+  assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
 }
 
 /* Options for a handle on "host" with its own clock c, external heartbeat

@@ -147,18 +147,12 @@ static int backup_child(void *p) {
 }
 
 static void wait_hit(const char *dir, const char *fp, pid_t pid) {
-  char hit[700];
-  snprintf(hit, sizeof hit, "%s/%s.hit.%d", dir, fp, (int)pid);
-  struct stat sb;
-  for (int i = 0; i < 10000 && stat(hit, &sb) != 0; i++) ckl__sleep_ms(2);
-  assert_int_equal(stat(hit, &sb), 0);
+  char hit[256];
+  snprintf(hit, sizeof hit, "%s.hit.%d", fp, (int)pid);
+  ckl_test_wait_file(dir, hit);
 }
 
-static void go(const char *dir, const char *fp) {
-  char p[700];
-  snprintf(p, sizeof p, "%s/%s.go", dir, fp);
-  ckl_test_write_file(p, "", 0);
-}
+static void go(const char *dir, const char *fp) { ckl_test_release_pausefile(dir, fp); }
 
 /* The oldest writer is read across processes: a backup registered in a
  * child (before ours) is the oldest. */
@@ -605,7 +599,7 @@ static void test_forget_lands_before_final_check(void **state) {
   struct forget_thr f = {.st = st, .m = {.snap = "vm/5/R", .trash = ".trash/R"}, .rc = 0};
   pthread_t ft, tt;
   assert_int_equal(pthread_create(&ft, NULL, forget_thread, &f), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("state.forget.before_commit", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("state.forget.before_commit", 1, CKL_TEST_WAIT_MS), 0);
   assert_false(exists("vm/5/R")); /* moved, entry not yet committed */
   struct take_thr t = {.st = st, .rc = -1};
   assert_int_equal(pthread_create(&tt, NULL, take_thread, &t), 0);
@@ -639,7 +633,8 @@ static void test_forget_lands_after_final_check(void **state) {
   struct take_thr t = {.st = st, .rc = -1};
   pthread_t ft, tt;
   assert_int_equal(pthread_create(&tt, NULL, take_thread, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("state.removed.before_clear_active", 1, 10000), 0);
+  assert_int_equal(
+      ckl_failpoint_wait_hits("state.removed.before_clear_active", 1, CKL_TEST_WAIT_MS), 0);
   struct forget_thr f = {.st = st, .m = {.snap = "vm/5/S", .trash = ".trash/S"}, .rc = -1};
   assert_int_equal(pthread_create(&ft, NULL, forget_thread, &f), 0);
   assert_int_equal(ckl_failpoint_release("state.removed.before_clear_active"), 1);

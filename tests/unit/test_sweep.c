@@ -236,7 +236,7 @@ static void test_touch_between_stat_and_rename(void **state) {
   sweep_thread t = {.o = opts_for(f, 1)};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_sweep, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.before_rename", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.before_rename", 1, CKL_TEST_WAIT_MS), 0);
   touch_now(f, a, 0); /* writer: touch succeeds => dedup hit, chunk "exists" */
   ckl_failpoint_release("gc.sweep.before_rename");
   pthread_join(th, NULL);
@@ -258,7 +258,7 @@ static void test_touch_after_rename(void **state) {
   sweep_thread t = {.o = opts_for(f, 1)};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_sweep, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_rename", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_rename", 1, CKL_TEST_WAIT_MS), 0);
   touch_now(f, a, ENOENT);                   /* writer: must upload */
   make_file(f, a, NULL, 0, "data");          /* ... and does */
   ckl_failpoint_release("gc.sweep.after_rename");
@@ -280,7 +280,7 @@ static void test_rewrite_during_window_with_recent_trash(void **state) {
   sweep_thread t = {.o = opts_for(f, 1)};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_sweep, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_rename", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_rename", 1, CKL_TEST_WAIT_MS), 0);
   /* the trash copy was touched (e.g. by a reader's repair path) and a writer rewrote */
   char *tp = chunk_path(f, a, ".gc-");
   struct timespec ts[2] = {{.tv_nsec = UTIME_NOW}, {.tv_nsec = UTIME_OMIT}};

@@ -183,7 +183,7 @@ static void test_sharing(void **state) {
   varg a = {.st = s->st, .n = n};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, verify_thread, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("verify.before_finish", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("verify.before_finish", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ops_roster_count(s, "verify", "host/a/2023-11-14T22:13:20Z"), 1);
   assert_int_equal(ckl_verify(s->st, &n, NULL, NULL), 0);
   ckl_failpoint_release("verify.before_finish");
