@@ -434,7 +434,7 @@ static void test_forget_commit_failure_during_mark(void **state) {
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, 10000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
   ckl_snapshot_name n2;
   assert_int_equal(ckl_snapshot_name_parse(S2, &n2), 0);
   assert_int_equal(ckl_failpoint_arm("state.forget.before_commit", "1*error(EIO)"), 0);

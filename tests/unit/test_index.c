@@ -593,7 +593,7 @@ static void resized_while_read(bool checksum, off_t new_len, const char *what) {
                 .ix = (ckl_index *)0x1};
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, read_thread, &a), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("index.read.before_pread", 1, 20000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("index.read.before_pread", 1, CKL_TEST_WAIT_MS), 0);
   /* The reader has the fd and the old size (128 + 100 * 40). */
   assert_int_equal(truncate(path, new_len), 0);
   assert_int_equal(ckl_failpoint_release("index.read.before_pread"), 1);

@@ -409,8 +409,8 @@ static void test_auto_helper_resumes_when_writers_leave(void **state) {
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_sweep, &t), 0);
   /* The calling thread is parked after the flip: the helper must sweep. */
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.helper_batch", 1, 60000), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_writer_check", 1, 60000), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.helper_batch", 1, CKL_TEST_WAIT_MS), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.sweep.after_writer_check", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_failpoint_release("gc.sweep.after_writer_check"), 1);
   pthread_join(th, NULL);
   assert_int_equal(t.rc, 0);
