@@ -393,20 +393,27 @@ static void test_forget_before_dry_run_removed_set(void **state) {
   assert_int_equal(gcfx_forget(f, S0), CKL__FORGET_NO_GC);
 }
 
+/* S0 {1} and S2 {2}, garbage chunk 50, everything old; a GC started on
+ * a thread and parked between its listing and its marking. */
+static void gc_parked_after_list(gcfx *f, gc_thread *t, pthread_t *th) {
+  uint32_t s0[] = {1}, s2[] = {2};
+  gcfx_snapshot(f, S0, s0, 1);
+  gcfx_snapshot(f, S2, s2, 1);
+  gcfx_insert(f, 50); /* garbage that must survive an aborted run */
+  gcfx_age_chunks(f, 3600);
+  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
+  *t = (gc_thread){.f = f, .o = zero_safety()};
+  assert_int_equal(pthread_create(th, NULL, gc_main, t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+}
+
 /* G1: an index removed behind GC's back (not via forget) aborts the GC
  * before any sweep. */
 static void test_index_removed_behind_back(void **state) {
   gcfx *f = *state;
-  uint32_t s0[] = {1}, s2[] = {2};
-  gcfx_snapshot(f, S0, s0, 1);
-  gcfx_snapshot(f, S2, s2, 1);
-  gcfx_insert(f, 50); /* garbage that must survive the aborted run */
-  gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
-  gc_thread t = {.f = f, .o = zero_safety()};
+  gc_thread t;
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_parked_after_list(f, &t, &th);
   char p[4200];
   snprintf(p, sizeof p, "%s/%s/data.didx", f->dir, S2);
   assert_int_equal(unlink(p), 0);
@@ -425,16 +432,9 @@ static void test_index_removed_behind_back(void **state) {
  * every chunk, and leave the store to the next forget and GC. */
 static void test_forget_commit_failure_during_mark(void **state) {
   gcfx *f = *state;
-  uint32_t s0[] = {1}, s2[] = {2};
-  gcfx_snapshot(f, S0, s0, 1);
-  gcfx_snapshot(f, S2, s2, 1);
-  gcfx_insert(f, 50); /* garbage that must survive the aborted run */
-  gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
-  gc_thread t = {.f = f, .o = zero_safety()};
+  gc_thread t;
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_parked_after_list(f, &t, &th);
   ckl_snapshot_name n2;
   assert_int_equal(ckl_snapshot_name_parse(S2, &n2), 0);
   assert_int_equal(ckl_failpoint_arm("state.forget.before_commit", "1*error(EIO)"), 0);

@@ -373,6 +373,15 @@ static void assert_many_swept(fixture *f, const ckl__sweep_stats *s) {
   }
 }
 
+/* Sweep make_many's store with `threads`, asking `w` about writers. */
+static void sweep_with_writers(fixture *f, int threads, writers_script *w, ckl__sweep_stats *s) {
+  ckl__sweep_opts o = opts_for(f, threads);
+  o.writers_live = scripted_writers;
+  o.writers_arg = w;
+  assert_int_equal(ckl__sweep(&o, s), 0);
+  assert_many_swept(f, s);
+}
+
 static void test_many_chunks_two_threads(void **state) {
   fixture *f = *state;
   make_many(f);
@@ -386,12 +395,8 @@ static void test_auto_stands_by_for_writers(void **state) {
   fixture *f = *state;
   make_many(f);
   writers_script w = {0}; /* writers throughout */
-  ckl__sweep_opts o = opts_for(f, 0);
-  o.writers_live = scripted_writers;
-  o.writers_arg = &w;
   ckl__sweep_stats s;
-  assert_int_equal(ckl__sweep(&o, &s), 0);
-  assert_many_swept(f, &s);
+  sweep_with_writers(f, 0, &w, &s);
   assert_int_equal(s.helper_batches, 0);
   /* asked before the helper starts, then every 16 of the 1,024 batches */
   assert_int_equal(w.calls, 1 + 1024 / 16);
@@ -425,12 +430,8 @@ static void test_fixed_threads_never_ask(void **state) {
   fixture *f = *state;
   make_many(f);
   writers_script w = {0};
-  ckl__sweep_opts o = opts_for(f, 2);
-  o.writers_live = scripted_writers;
-  o.writers_arg = &w;
   ckl__sweep_stats s;
-  assert_int_equal(ckl__sweep(&o, &s), 0);
-  assert_many_swept(f, &s);
+  sweep_with_writers(f, 2, &w, &s);
   assert_int_equal(w.calls, 0);
   assert_int_equal(s.writer_checks, 0);
 }
