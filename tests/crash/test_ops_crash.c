@@ -100,11 +100,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
 
 /* Inside insert: the snapshot is abandoned, and an insert temp may be
  * left. The next backup of the group removes the snapshot. */
@@ -247,7 +242,7 @@ static void test_crash_in_forget(void **state) {
   assert_int_equal(fsck_count(s, 0, NULL), 0);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, ops_group_teardown)
 
 int main(void) {
   const struct CMUnitTest tests[] = {

@@ -88,16 +88,11 @@ static void test_newest_forgotten_takes_next(void **state) { run(*state, 0); }
 static void test_all_forgotten_takes_none(void **state) { run(*state, 1); }
 
 static int setup(void **state) { return ops_group_setup(state, "latestforget"); }
-static int teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_newest_forgotten_takes_next, ops_reset),
       cmocka_unit_test_setup(test_all_forgotten_takes_none, ops_reset),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }

@@ -128,16 +128,11 @@ static void test_dry_run_ends_frozen(void **state) {
 }
 
 static int setup(void **state) { return ops_group_setup(state, "gcdrytrash"); }
-static int teardown(void **state) {
-  ops_store_free(*state);
-  free(*state);
-  return 0;
-}
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_dry_run_does_not_keep_forgets_waiting, ops_reset),
       cmocka_unit_test_setup(test_dry_run_ends_frozen, ops_reset),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }

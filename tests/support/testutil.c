@@ -61,6 +61,18 @@ char *ckl_test_path(const char *dir, const char *name) {
   return p;
 }
 
+void ckl_test_mkdirs(const char *root, const char *rel) {
+  char *p = ckl_test_path(root, rel);
+  for (char *c = p + strlen(root) + 1; *c; c++) {
+    if (*c != '/') continue;
+    *c = '\0';
+    mkdir(p, 0755);
+    *c = '/';
+  }
+  assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
+  free(p);
+}
+
 void ckl_test_write_file(const char *path, const void *data, size_t len) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   assert_true(fd >= 0);

@@ -40,6 +40,8 @@ char *ckl_test_mkdtemp(const char *tag);
 int ckl_test_rmtree(const char *path);
 /* Join into a static-per-call malloc'd string (caller frees). */
 char *ckl_test_path(const char *dir, const char *name);
+/* mkdir -p of root/rel (root must exist; the last directory may too). */
+void ckl_test_mkdirs(const char *root, const char *rel);
 /* Write a whole file (creating, truncating); asserts success. */
 void ckl_test_write_file(const char *path, const void *data, size_t len);
 /* Read a whole file into a malloc'd NUL-terminated buffer; NULL + errno on failure. */

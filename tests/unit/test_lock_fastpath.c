@@ -31,46 +31,16 @@
 
 #include "common/internal.h"
 #include "datastore/store_internal.h"
+#include "ops_util.h"
 
 #define BIG (PATH_MAX + 256)
 
-typedef struct fixture {
-  char *dir, *path;
-  ckl_store *st;
-} fixture;
+/* One store for the file (ops_util.h). */
+typedef ops_store fixture;
 
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  f->dir = ckl_test_mkdtemp("fastpath");
-  f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
-  assert_int_equal(ckl_store_create(f->path, &o), 0);
-  assert_int_equal(ckl_store_open(f->path, NULL, &f->st), 0);
-  *state = f;
-  return 0;
-}
+static int setup(void **state) { return ops_group_setup(state, "fastpath"); }
 
-static int teardown(void **state) {
-  fixture *f = *state;
-  ckl_store_close(f->st);
-  ckl_test_rmtree(f->dir);
-  free(f->path);
-  free(f->dir);
-  free(f);
-  return 0;
-}
-
-static void mkdirs(fixture *f, const char *rel) {
-  char p[BIG];
-  snprintf(p, sizeof p, "%s/%s", f->path, rel);
-  for (char *s = p + strlen(f->path) + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = '\0';
-    mkdir(p, 0755);
-    *s = '/';
-  }
-  assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
-}
+static void mkdirs(fixture *f, const char *rel) { ckl_test_mkdirs(f->path, rel); }
 
 static void rmdir_in(fixture *f, const char *rel) {
   char p[BIG];
@@ -361,5 +331,5 @@ int main(void) {
       cmocka_unit_test_teardown(test_symlinks_refused, disarm),
       cmocka_unit_test_teardown(test_fallbacks_without_openat2_and_statx, disarm),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }

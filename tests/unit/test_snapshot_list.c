@@ -23,48 +23,17 @@
 #include <jansson.h>
 
 #include "datastore/store_internal.h"
+#include "ops_util.h"
 
-typedef struct fixture {
-  char *dir, *path;
-  ckl_store *st;
-} fixture;
+typedef ops_store fixture;
 
 /* One store for the whole file (making one costs seconds on a busy disk);
  * each test uses its own group, and test_list, which asserts the complete
  * listing, runs first. */
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  f->dir = ckl_test_mkdtemp("snaplist");
-  f->path = ckl_test_path(f->dir, "store");
-  ckl_store_create_opts o = {.sync = CKL_SYNC_NONE};
-  assert_int_equal(ckl_store_create(f->path, &o), 0);
-  assert_int_equal(ckl_store_open(f->path, NULL, &f->st), 0);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  ckl_store_close(f->st);
-  ckl_test_rmtree(f->dir);
-  free(f->path);
-  free(f->dir);
-  free(f);
-  return 0;
-}
+static int setup(void **state) { return ops_group_setup(state, "snaplist"); }
 
 /* mkdir -p of STORE/rel. */
-static void mkdirs(fixture *f, const char *rel) {
-  char p[BIG];
-  snprintf(p, sizeof p, "%s/%s", f->path, rel);
-  for (char *s = p + strlen(f->path) + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = '\0';
-    mkdir(p, 0755);
-    *s = '/';
-  }
-  assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
-}
+static void mkdirs(fixture *f, const char *rel) { ckl_test_mkdirs(f->path, rel); }
 
 static void touch(fixture *f, const char *rel) {
   char p[BIG];
@@ -478,5 +447,5 @@ int main(void) {
       cmocka_unit_test_teardown(test_lock_order_violation, disarm),
       cmocka_unit_test_teardown(test_locks_dir, disarm),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }
