@@ -127,6 +127,9 @@ int ckl__err_parse(const char *s, size_t len, int *out);
 /* Write all of buf to fd, going on after short writes and EINTR. 0, or
  * -errno (-EIO if the kernel reports progress 0). */
 int ckl__write_all(int fd, const void *buf, size_t len);
+/* Read from offset off until cap bytes or end of file, across short reads
+ * and EINTR: the byte count (< cap only at end of file), or -errno. */
+ssize_t ckl__pread_upto(int fd, void *buf, size_t cap, off_t off);
 
 /* Close fd preserving errno; no-op for fd < 0. */
 void ckl__close(int fd);

@@ -165,6 +165,23 @@ int ckl__pathf(char *dst, size_t n, const char *fmt, ...) {
   return len;
 }
 
+ssize_t ckl__pread_upto(int fd, void *buf, size_t cap, off_t off) {
+  char *p = buf;
+  size_t got = 0;
+  while (got < cap) {
+    /* A read may return less than asked before the end (a signal): go on
+     * until it returns 0. */
+    ssize_t n = pread(fd, p + got, cap - got, off + (off_t)got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
 int ckl__write_all(int fd, const void *buf, size_t len) {
   const char *p = buf;
   while (len > 0) {

@@ -19,32 +19,19 @@
 #include "datastore/file_read.h"
 
 int ckl__pread_exact(int fd, void *buf, size_t size, const char **why) {
-  uint8_t *p = buf;
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = pread(fd, p + got, size - got, (off_t)got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (n == 0) {
-      *why = "file shrank while it was read (truncated since it was opened)";
-      return CKL_ECORRUPT;
-    }
-    got += (size_t)n;
-  }
-  /* One byte past the end must be end-of-file. */
-  for (;;) {
-    uint8_t extra;
-    ssize_t n = pread(fd, &extra, 1, (off_t)size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (n == 0) return 0;
-    *why = "file grew while it was read (changed since it was opened)";
+  ssize_t n = ckl__pread_upto(fd, buf, size, 0);
+  if (n < 0) return (int)n;
+  if ((size_t)n < size) {
+    *why = "file shrank while it was read (truncated since it was opened)";
     return CKL_ECORRUPT;
   }
+  /* One byte past the end must be end-of-file. */
+  uint8_t extra;
+  n = ckl__pread_upto(fd, &extra, 1, (off_t)size);
+  if (n < 0) return (int)n;
+  if (n == 0) return 0;
+  *why = "file grew while it was read (changed since it was opened)";
+  return CKL_ECORRUPT;
 }
 
 const char *ckl__display_path(int dirfd, const char *name, char *buf, size_t len) {

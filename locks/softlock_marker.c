@@ -206,21 +206,6 @@ static int holder_dead(const ckl__softlock_env *e, const ckl__softlock_marker *m
   return kill((pid_t)m->pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Read at most MAX + 1 bytes: one more than a valid marker can have, so a
- * huge file is recognised without reading it. */
-static ssize_t read_bounded(int fd, char *buf, size_t cap) {
-  size_t got = 0;
-  while (got < cap) {
-    ssize_t n = pread(fd, buf + got, cap - got, (off_t)got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (n == 0) break;
-    got += (size_t)n;
-  }
-  return (ssize_t)got;
-}
 
 void ckl__softlock_observe(const ckl__softlock_env *e, int dirfd, const char *name,
                            ckl__softlock_obs *o) {
@@ -263,9 +248,11 @@ void ckl__softlock_observe(const ckl__softlock_env *e, int dirfd, const char *na
         o->why = CKL__WHY_NOT_MARKER;
         return;
       }
+      /* One byte more than a valid marker can have: a file that grew past
+       * it is recognised without reading it. */
       char buf[CKL__SOFTLOCK_MARKER_MAX + 1];
       ssize_t n = fst.st_uid == e->uid && fst.st_size <= CKL__SOFTLOCK_MARKER_MAX
-                      ? read_bounded(fd, buf, sizeof buf)
+                      ? ckl__pread_upto(fd, buf, sizeof buf, 0)
                       : -1;
       if (n >= 0 && ckl__softlock_marker_parse(buf, (size_t)n, &o->m) == 0) o->parsed = 1;
     }
