@@ -43,6 +43,22 @@ static void *gc_main(void *arg) {
   return NULL;
 }
 
+/* Start a GC with t->o on a thread and park it at failpoint `point`
+ * (action "pause" or "1*pause"); returns once it is there. */
+static void gc_park(gc_thread *t, pthread_t *th, const char *point, const char *action) {
+  assert_int_equal(ckl_failpoint_arm(point, action), 0);
+  assert_int_equal(pthread_create(th, NULL, gc_main, t), 0);
+  assert_int_equal(ckl_failpoint_wait_hits(point, 1, CKL_TEST_WAIT_MS), 0);
+}
+
+/* Let the GC parked at `point` go on, wait for it, disarm everything. */
+static void gc_resume(pthread_t th, const char *point) {
+  assert_int_equal(ckl_failpoint_release(point), 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  ckl_failpoint_disarm_all();
+}
+
+
 /* Protocol steps 2, 4, 5, 6: marked chunks stay, unreferenced old ones go,
  * .gc-status records the run. */
 static void test_basic_collect(void **state) {
@@ -102,15 +118,11 @@ static void test_recent_chunks_survive(void **state) {
    * right after that record: written just BEFORE the GC starts, it would
    * be kept only if the GC got there within the 1 s margin, which a
    * loaded machine (or TSan) does not promise. */
-  assert_int_equal(ckl_failpoint_arm("gc.begin.after_state", "1*pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.begin.after_state", "1*pause");
   gcfx_insert(f, 7);
-  assert_int_equal(ckl_failpoint_release("gc.begin.after_state"), 1);
-  assert_int_equal(pthread_join(th, NULL), 0);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.begin.after_state");
   assert_int_equal(t.rc, 0);
   assert_true(gcfx_has(f, 7));
   assert_int_equal(t.r.removed_chunks, 0);
@@ -176,11 +188,9 @@ static void test_oldest_writer_bounds_cutoff(void **state) {
 
 static void test_two_gcs_threads(void **state) {
   gcfx *f = *state;
-  assert_int_equal(ckl_failpoint_arm("gc.begin.after_state", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.begin.after_state", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.begin.after_state", "pause");
   ckl_holder who = {0};
   ckl_gc_opts o = zero_safety();
   o.busy_holder = &who;
@@ -189,9 +199,7 @@ static void test_two_gcs_threads(void **state) {
   assert_int_equal(who.known, 1);
   assert_int_equal(who.pid, getpid());
   assert_string_equal(who.operation, "gc");
-  ckl_failpoint_release("gc.begin.after_state");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.begin.after_state");
   assert_int_equal(t.rc, 0);
   assert_int_equal(gcfx_gc_active(f), 0);
 }
@@ -241,11 +249,9 @@ static void test_proxmox_race(void **state) {
   uint32_t s0[] = {1, 2, 3};
   gcfx_snapshot(f, S0, s0, 3);
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.mark.after_list", "pause");
   /* the backup: reuses chunk 2 by touching it, uploads 10 */
   ckl_digest d;
   gcfx_chunk(2, &d);
@@ -254,9 +260,7 @@ static void test_proxmox_race(void **state) {
   gcfx_snapshot(f, S1, s1, 2);
   /* S0 is forgotten while the GC is between listing and marking */
   assert_int_equal(gcfx_forget(f, S0), 1);
-  ckl_failpoint_release("gc.mark.after_list");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.after_list");
   assert_int_equal(t.rc, 0);
   assert_true(gcfx_has(f, 2));
   assert_true(gcfx_has(f, 10));
@@ -285,15 +289,11 @@ static void test_forget_before_removed_set(void **state) {
   gcfx_snapshot(f, S0, s0, 1);
   gcfx_snapshot(f, S2, s2, 1);
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.before_removed_set", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.mark.before_removed_set", "pause");
   assert_int_equal(gcfx_forget(f, S2), 1);
-  ckl_failpoint_release("gc.mark.before_removed_set");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.before_removed_set");
   assert_int_equal(t.rc, 0);
   assert_int_equal(t.r.removed_set_snapshots, 1);
   assert_true(gcfx_has(f, 1));
@@ -313,15 +313,11 @@ static void test_forget_during_mark_other_process(void **state) {
   uint32_t s0[] = {1, 2};
   gcfx_snapshot(f, S0, s0, 2);
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.mark.after_list", "pause");
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget, f)), 0);
-  ckl_failpoint_release("gc.mark.after_list");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.after_list");
   assert_int_equal(t.rc, 0);
   assert_true(gcfx_has(f, 1));
   assert_true(gcfx_has(f, 2));
@@ -345,16 +341,12 @@ static void test_forget_during_dry_run_mark(void **state) {
   gcfx_snapshot(f, S0, s0, 2);
   gcfx_snapshot(f, S2, s2, 2);
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   t.o.dry_run = 1;
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.mark.after_list", "pause");
   assert_int_equal(ckl_test_wait(ckl_test_fork(child_forget_dry, f)), 0);
-  ckl_failpoint_release("gc.mark.after_list");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.after_list");
   assert_int_equal(t.rc, 0);
   assert_int_equal(t.r.index_files, 1);
   assert_int_equal(t.r.removed_set_snapshots, 0);
@@ -374,17 +366,13 @@ static void test_forget_before_dry_run_removed_set(void **state) {
   gcfx_snapshot(f, S0, s0, 1);
   gcfx_snapshot(f, S2, s2, 1);
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.before_removed_set", "pause"), 0);
   gc_thread t = {.f = f, .o = zero_safety()};
   t.o.dry_run = 1;
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, gc_main, &t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.before_removed_set", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(&t, &th, "gc.mark.before_removed_set", "pause");
   assert_int_equal(gcfx_forget(f, S2), CKL__FORGET_DRY_GC);
   assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 0);
-  ckl_failpoint_release("gc.mark.before_removed_set");
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.before_removed_set");
   assert_int_equal(t.rc, 0);
   assert_int_equal(t.r.index_files, 2);
   assert_int_equal(t.r.removed_set_snapshots, 0);
@@ -401,10 +389,8 @@ static void gc_parked_after_list(gcfx *f, gc_thread *t, pthread_t *th) {
   gcfx_snapshot(f, S2, s2, 1);
   gcfx_insert(f, 50); /* garbage that must survive an aborted run */
   gcfx_age_chunks(f, 3600);
-  assert_int_equal(ckl_failpoint_arm("gc.mark.after_list", "pause"), 0);
   *t = (gc_thread){.f = f, .o = zero_safety()};
-  assert_int_equal(pthread_create(th, NULL, gc_main, t), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("gc.mark.after_list", 1, CKL_TEST_WAIT_MS), 0);
+  gc_park(t, th, "gc.mark.after_list", "pause");
 }
 
 /* G1: an index removed behind GC's back (not via forget) aborts the GC
@@ -417,8 +403,7 @@ static void test_index_removed_behind_back(void **state) {
   char p[4200];
   snprintf(p, sizeof p, "%s/%s/data.didx", f->dir, S2);
   assert_int_equal(unlink(p), 0);
-  ckl_failpoint_release("gc.mark.after_list");
-  pthread_join(th, NULL);
+  gc_resume(th, "gc.mark.after_list");
   assert_int_equal(t.rc, CKL_EGCABORT);
   assert_true(gcfx_has(f, 50));
   assert_true(gcfx_has(f, 2));
@@ -440,9 +425,7 @@ static void test_forget_commit_failure_during_mark(void **state) {
   assert_int_equal(ckl_failpoint_arm("state.forget.before_commit", "1*error(EIO)"), 0);
   assert_int_equal(ckl_forget(f->st, &n2, NULL), -EIO);
   assert_int_equal(ckl_test_count_entries(f->st->trash_path, NULL), 1); /* moved, unrecorded */
-  assert_int_equal(ckl_failpoint_release("gc.mark.after_list"), 1);
-  pthread_join(th, NULL);
-  ckl_failpoint_disarm_all();
+  gc_resume(th, "gc.mark.after_list");
   assert_int_equal(t.rc, CKL_EGCABORT);
   assert_int_equal(t.r.removed_chunks, 0);
   assert_true(gcfx_has(f, 1));
