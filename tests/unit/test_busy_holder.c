@@ -177,6 +177,20 @@ static void *contender(void *p) {
   return NULL;
 }
 
+/* Run fn(arg) on a thread and return once it is parked at its first
+ * re-probe (busy.reprobe, found the lock held by nobody it could name). */
+static void park_at_reprobe(void *(*fn)(void *), void *arg, pthread_t *th) {
+  assert_int_equal(ckl_failpoint_arm("busy.reprobe", "1*pause"), 0);
+  assert_int_equal(pthread_create(th, NULL, fn, arg), 0);
+  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
+}
+
+/* Let it retry, and wait for it. */
+static void resume_from_reprobe(pthread_t th) {
+  assert_int_equal(ckl_failpoint_release("busy.reprobe"), 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 /* Hold `path` exclusively with the record zeroed: a held lock, no name. */
 static void hold_nameless(const char *path, ckl_path_lock *lk) {
   ckl_lock_opts o = {.timeout_ms = CKL_TRY, .operation = "forget"};
@@ -188,15 +202,12 @@ static void test_reprobe_takes_lock_holder_left(void **state) {
   fx *f = *state;
   ckl_path_lock lk = {0};
   hold_nameless(f->path, &lk);
-  assert_int_equal(ckl_failpoint_arm("busy.reprobe", "1*pause"), 0);
   contender_arg c = {.path = f->path, .timeout_ms = CKL_TRY};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, contender, &c), 0);
+  park_at_reprobe(contender, &c, &th);
   /* It found the lock held and nobody to name, and is about to retry. */
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
   assert_int_equal(ckl_path_lock_release(&lk), 0);
-  ckl_failpoint_release("busy.reprobe");
-  assert_int_equal(pthread_join(th, NULL), 0);
+  resume_from_reprobe(th);
   /* Not a false busy: the retry got the lock the holder had let go. */
   assert_int_equal(c.rc, 0);
   assert_int_equal(ckl_failpoint_hits("busy.reprobe"), 1);
@@ -206,15 +217,12 @@ static void test_reprobe_names_holder_that_appears(void **state) {
   fx *f = *state;
   ckl_path_lock lk = {0};
   hold_nameless(f->path, &lk);
-  assert_int_equal(ckl_failpoint_arm("busy.reprobe", "1*pause"), 0);
   contender_arg c = {.path = f->path, .timeout_ms = CKL_TRY};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, contender, &c), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
+  park_at_reprobe(contender, &c, &th);
   /* The holder names itself (as one does right after its grant). */
   assert_int_equal(ckl__holder_record_write(lk.fd, 0, lk.token, "late", lk.acquired_ns), 0);
-  ckl_failpoint_release("busy.reprobe");
-  assert_int_equal(pthread_join(th, NULL), 0);
+  resume_from_reprobe(th);
   assert_int_equal(c.rc, CKL_EBUSY);
   assert_int_equal(c.who.known, 1);
   assert_string_equal(c.who.operation, "late");
@@ -275,15 +283,12 @@ static void test_convert_reprobe_takes_lock(void **state) {
   ckl_lock_opts o = {.timeout_ms = CKL_TRY};
   assert_int_equal(ckl_path_lock_acquire(&sh, f->path, CKL_LOCK_SHARED, &o), 0);
   assert_int_equal(ckl_path_lock_acquire(&other, f->path, CKL_LOCK_SHARED, &o), 0);
-  assert_int_equal(ckl_failpoint_arm("busy.reprobe", "1*pause"), 0);
   /* No roster hook in this binary: the other shared holder has no name. */
   up_arg u = {.lk = &sh, .rc = 1};
   pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, upgrader, &u), 0);
-  assert_int_equal(ckl_failpoint_wait_hits("busy.reprobe", 1, CKL_TEST_WAIT_MS), 0);
+  park_at_reprobe(upgrader, &u, &th);
   assert_int_equal(ckl_path_lock_release(&other), 0);
-  ckl_failpoint_release("busy.reprobe");
-  assert_int_equal(pthread_join(th, NULL), 0);
+  resume_from_reprobe(th);
   assert_int_equal(u.rc, 0);
   assert_int_equal(sh.mode, CKL_LOCK_EXCLUSIVE);
   assert_int_equal(ckl_path_lock_release(&sh), 0);
