@@ -110,6 +110,24 @@ static inline void ops_store_reset(ops_store *s) {
   s->reset_s = (int64_t)time(NULL);
 }
 
+/* A thread that takes a snapshot lock (mode) or the manifest lock of sn
+ * and keeps it in lk; rc is the answer. */
+typedef struct ops_locker {
+  ops_store *s;
+  ckl_snapshot_name sn;
+  ckl_lock_mode mode;
+  int manifest;
+  int rc;
+  ckl_path_lock lk;
+} ops_locker;
+
+static inline void *ops_locker_main(void *p) {
+  ops_locker *a = p;
+  if (a->manifest) a->rc = ckl_manifest_lock(a->s->st, &a->sn, &a->lk, NULL);
+  else a->rc = ckl_snapshot_lock(a->s->st, &a->sn, a->mode, &a->lk, NULL);
+  return NULL;
+}
+
 /* cmocka group and per-test hooks: one store per file, reset per test. */
 static inline int ops_group_setup(void **state, const char *tag) {
   ops_store *s = calloc(1, sizeof *s);

@@ -69,22 +69,6 @@ static void prime(fixture *f, const ckl_snapshot_name *sn, int manifest) {
   assert_int_equal(ckl_path_lock_release(&lk), 0);
 }
 
-typedef struct locker_arg {
-  fixture *f;
-  ckl_snapshot_name sn;
-  ckl_lock_mode mode;
-  int manifest;
-  int rc;
-  ckl_path_lock lk;
-} locker_arg;
-
-static void *locker(void *p) {
-  locker_arg *a = p;
-  if (a->manifest) a->rc = ckl_manifest_lock(a->f->st, &a->sn, &a->lk, NULL);
-  else a->rc = ckl_snapshot_lock(a->f->st, &a->sn, a->mode, &a->lk, NULL);
-  return NULL;
-}
-
 /* The lock file exists (no pre-check is made) and the snapshot directory
  * goes away after the grant: the post-lock check answers -ENOENT; an
  * exclusive holder removes the lock file, a shared one may not. */
@@ -92,11 +76,11 @@ static void removed_after_grant(fixture *f, const char *name, ckl_lock_mode mode
   char rel[128];
   snprintf(rel, sizeof rel, "host/grant/%s", name);
   mkdirs(f, rel);
-  locker_arg a = {.f = f, .sn = snap(rel), .mode = mode, .manifest = manifest, .rc = 1};
+  ops_locker a = {.s = f, .sn = snap(rel), .mode = mode, .manifest = manifest, .rc = 1};
   prime(f, &a.sn, manifest);
   assert_int_equal(ckl_failpoint_arm("flock.after_lock", "pause"), 0);
   pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
+  assert_int_equal(pthread_create(&t, NULL, ops_locker_main, &a), 0);
   assert_int_equal(ckl_failpoint_wait_hits("flock.after_lock", 1, CKL_TEST_WAIT_MS), 0);
   rmdir_in(f, rel);
   ckl_failpoint_disarm("flock.after_lock");

@@ -248,33 +248,17 @@ static void test_lock_missing_snapshot(void **state) {
   assert_int_equal(ckl_path_lock_release(&lk), 0);
 }
 
-typedef struct locker_arg {
-  fixture *f;
-  ckl_snapshot_name sn;
-  ckl_lock_mode mode;
-  int manifest;
-  int rc;
-  ckl_path_lock lk;
-} locker_arg;
-
-static void *locker(void *p) {
-  locker_arg *a = p;
-  if (a->manifest) a->rc = ckl_manifest_lock(a->f->st, &a->sn, &a->lk, NULL);
-  else a->rc = ckl_snapshot_lock(a->f->st, &a->sn, a->mode, &a->lk, NULL);
-  return NULL;
-}
-
 /* The snapshot is forgotten while the locker is between its existence
  * check and the lock: the re-check after the lock answers -ENOENT, and an
  * exclusive locker removes the lock file it made. */
 static void forgotten_while_locking(fixture *f, ckl_lock_mode mode, int manifest) {
   const char *root = ckl_store_locks_root(f->st);
   mkdirs(f, "host/gone/2026-03-01T12:00:00Z");
-  locker_arg a = {.f = f, .sn = snap("host/gone/2026-03-01T12:00:00Z"), .mode = mode,
+  ops_locker a = {.s = f, .sn = snap("host/gone/2026-03-01T12:00:00Z"), .mode = mode,
                   .manifest = manifest, .rc = 1};
   assert_int_equal(ckl_failpoint_arm("flock.before_lock", "pause"), 0);
   pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, locker, &a), 0);
+  assert_int_equal(pthread_create(&t, NULL, ops_locker_main, &a), 0);
   assert_int_equal(ckl_failpoint_wait_hits("flock.before_lock", 1, CKL_TEST_WAIT_MS), 0);
   char p[BIG];
   snprintf(p, sizeof p, "%s/host/gone/2026-03-01T12:00:00Z", f->path);
