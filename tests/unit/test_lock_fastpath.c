@@ -298,22 +298,13 @@ static void test_fallbacks_without_openat2_and_statx(void **state) {
   assert_int_equal(ckl_test_wait(ckl_test_fork(fallback_child, &b)), 0);
 }
 
-/* One store for the file: a test that fails with a failpoint armed (or a
- * thread paused at one) must not make the next test pause for ever at
- * it, hiding the first failure behind a ctest timeout. */
-static int disarm(void **state) {
-  (void)state;
-  ckl_failpoint_disarm_all();
-  return 0;
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_removed_after_grant_on_existing_lock_file, disarm),
-      cmocka_unit_test_teardown(test_held_lock_file_of_gone_snapshot_is_enoent, disarm),
-      cmocka_unit_test_teardown(test_busy_existing_snapshot, disarm),
-      cmocka_unit_test_teardown(test_symlinks_refused, disarm),
-      cmocka_unit_test_teardown(test_fallbacks_without_openat2_and_statx, disarm),
+      cmocka_unit_test_teardown(test_removed_after_grant_on_existing_lock_file, ops_disarm),
+      cmocka_unit_test_teardown(test_held_lock_file_of_gone_snapshot_is_enoent, ops_disarm),
+      cmocka_unit_test_teardown(test_busy_existing_snapshot, ops_disarm),
+      cmocka_unit_test_teardown(test_symlinks_refused, ops_disarm),
+      cmocka_unit_test_teardown(test_fallbacks_without_openat2_and_statx, ops_disarm),
   };
   return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }

@@ -412,24 +412,15 @@ static void test_locks_dir(void **state) {
   free(other);
 }
 
-/* One store for the file: a test that fails with a failpoint armed (or a
- * thread paused at one) must not make the next test pause for ever at
- * it, hiding the first failure behind a ctest timeout. */
-static int disarm(void **state) {
-  (void)state;
-  ckl_failpoint_disarm_all();
-  return 0;
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_list, disarm),
-      cmocka_unit_test_teardown(test_lock_paths_and_busy, disarm),
-      cmocka_unit_test_teardown(test_lock_missing_snapshot, disarm),
-      cmocka_unit_test_teardown(test_forgotten_while_locking, disarm),
-      cmocka_unit_test_teardown(test_lock_order, disarm),
-      cmocka_unit_test_teardown(test_lock_order_violation, disarm),
-      cmocka_unit_test_teardown(test_locks_dir, disarm),
+      cmocka_unit_test_teardown(test_list, ops_disarm),
+      cmocka_unit_test_teardown(test_lock_paths_and_busy, ops_disarm),
+      cmocka_unit_test_teardown(test_lock_missing_snapshot, ops_disarm),
+      cmocka_unit_test_teardown(test_forgotten_while_locking, ops_disarm),
+      cmocka_unit_test_teardown(test_lock_order, ops_disarm),
+      cmocka_unit_test_teardown(test_lock_order_violation, ops_disarm),
+      cmocka_unit_test_teardown(test_locks_dir, ops_disarm),
   };
   return cmocka_run_group_tests(tests, setup, ops_group_teardown);
 }
